@@ -1,0 +1,100 @@
+"""Function resources: CreateFunction, GetFunction, ListFunctions, UpdateFunction*,
+DeleteFunction, GetFunctionConfiguration, and the code download behind `Code.Location`."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lamina.api.render import json_response
+from lamina.api.requests import base_url, int_query, path_param, read_json
+from lamina.errors import ResourceNotFoundException
+from lamina.platform import Platform
+
+
+def _platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+async def create_function(request: Request) -> Response:
+    body = await read_json(request)
+    return json_response(await _platform(request).functions.create(body), 201)
+
+
+async def list_functions(request: Request) -> Response:
+    marker = request.query_params.get("Marker")
+    functions, next_marker = _platform(request).functions.list(
+        marker, int_query(request, "MaxItems")
+    )
+    out: dict[str, object] = {"Functions": functions}
+    if next_marker:
+        out["NextMarker"] = next_marker
+    return json_response(out)
+
+
+async def get_function(request: Request) -> Response:
+    platform = _platform(request)
+    fns = platform.functions
+    rec, _ = fns.resolve(path_param(request, "name"), request.query_params.get("Qualifier"))
+    out: dict[str, object] = {
+        "Configuration": fns.configuration(rec),
+        "Code": {
+            "RepositoryType": "S3",
+            "Location": platform.sign_code_url(base_url(request), rec.code_sha256_hex),
+        },
+    }
+    if rec.tags:
+        out["Tags"] = dict(rec.tags)
+    return json_response(out)
+
+
+async def get_configuration(request: Request) -> Response:
+    fns = _platform(request).functions
+    rec, _ = fns.resolve(path_param(request, "name"), request.query_params.get("Qualifier"))
+    return json_response(fns.configuration(rec))
+
+
+async def update_configuration(request: Request) -> Response:
+    body = await read_json(request)
+    fns = _platform(request).functions
+    return json_response(await fns.update_configuration(path_param(request, "name"), body))
+
+
+async def update_code(request: Request) -> Response:
+    body = await read_json(request)
+    fns = _platform(request).functions
+    return json_response(await fns.update_code(path_param(request, "name"), body))
+
+
+async def delete_function(request: Request) -> Response:
+    fns = _platform(request).functions
+    await fns.delete(path_param(request, "name"), request.query_params.get("Qualifier"))
+    return json_response(None, 204)
+
+
+async def download_code(request: Request) -> Response:
+    """The presigned URL GetFunction hands out: valid for 10 minutes, like S3's."""
+    platform = _platform(request)
+    sha = path_param(request, "sha")
+    ok = platform.check_code_url(
+        sha, request.query_params.get("expires", ""), request.query_params.get("signature", "")
+    )
+    if not ok or not platform.code.exists(sha):
+        raise ResourceNotFoundException("The code location is unknown or its URL has expired")
+    data = platform.code.read_zip(sha)
+    return Response(data, 200, media_type="application/zip")
+
+
+routes = [
+    Route("/2015-03-31/functions", create_function, methods=["POST"]),
+    Route("/2015-03-31/functions", list_functions, methods=["GET"]),
+    Route("/2015-03-31/functions/", list_functions, methods=["GET"]),
+    Route("/2015-03-31/functions/{name}", get_function, methods=["GET"]),
+    Route("/2015-03-31/functions/{name}", delete_function, methods=["DELETE"]),
+    Route("/2015-03-31/functions/{name}/configuration", get_configuration, methods=["GET"]),
+    Route("/2015-03-31/functions/{name}/configuration", update_configuration, methods=["PUT"]),
+    Route("/2015-03-31/functions/{name}/code", update_code, methods=["PUT"]),
+    Route("/_lamina/code/{sha}", download_code, methods=["GET"]),
+]

@@ -1,0 +1,97 @@
+"""Settings: one frozen object, built from defaults < `lamina.toml` < `LAMINA_*` env < flags.
+
+Every setting is declared once in `SETTINGS` with its type, default and help text; the CLI builds
+its `serve` flags from that table, so `lamina serve --help` documents all of them and a test
+checks each is documented.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "127.0.0.1", "address to listen on"),
+    Setting("port", int, 4850, "port to listen on (0 picks a free one)"),
+    Setting("data_dir", str, "~/.lamina", "where metadata, code packages and logs are kept"),
+    Setting("account_id", str, "000000000000", "the AWS account id used in ARNs"),
+    Setting("region", str, "us-east-1", "the AWS region used in ARNs"),
+    Setting("isolation", str, "process", "sandbox backend for instances: process"),
+    Setting(
+        "idle_timeout", float, 300.0, "seconds an idle instance is kept warm before it is reaped"
+    ),
+    Setting(
+        "runtimes",
+        str,
+        "",
+        "explicit runtime mappings, e.g. 'python3.14=/usr/bin/python3.13' (comma-separated)",
+    ),
+    Setting("log_level", str, "info", "server log level: debug, info, warning, error"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 4850
+    data_dir: str = "~/.lamina"
+    account_id: str = "000000000000"
+    region: str = "us-east-1"
+    isolation: str = "process"
+    idle_timeout: float = 300.0
+    runtimes: str = ""
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    def runtime_overrides(self) -> dict[str, str]:
+        """`runtimes` parsed: runtime id -> interpreter path."""
+        out: dict[str, str] = {}
+        for item in self.runtimes.split(","):
+            if "=" in item:
+                key, _, value = item.partition("=")
+                out[key.strip()] = value.strip()
+        return out
+
+
+def _coerce(setting: Setting, value: Any) -> Any:
+    if setting.type is bool and isinstance(value, str):
+        return value.lower() in ("1", "true", "yes", "on")
+    return setting.type(value)
+
+
+def load(flags: Mapping[str, Any] | None = None, config_file: str | None = None) -> Settings:
+    """Build settings. `flags` holds only what was given on the command line (None = unset)."""
+    values: dict[str, Any] = {}
+    path = Path(config_file or os.environ.get("LAMINA_CONFIG", "lamina.toml"))
+    if path.is_file():
+        with path.open("rb") as fh:
+            values.update(tomllib.load(fh))
+    for s in SETTINGS:
+        env = os.environ.get(f"LAMINA_{s.name.upper()}")
+        if env is not None:
+            values[s.name] = env
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = value
+    known = {f.name for f in fields(Settings)} - {"extra"}
+    by_name = {s.name: s for s in SETTINGS}
+    kwargs = {k: _coerce(by_name[k], v) for k, v in values.items() if k in known}
+    extra = {k: v for k, v in values.items() if k not in known}
+    return Settings(**kwargs, extra=extra)

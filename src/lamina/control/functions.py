@@ -1,0 +1,394 @@
+"""Functions: create, read, update, delete, tag — the control plane's source of truth.
+
+Metadata is committed to the store before an operation answers; an in-memory copy of each
+function's `$LATEST` serves reads and the invoke path without touching the database. Every
+change gets a new `RevisionId`, and with it a new blueprint: instances of the old one retire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lamina.config import Settings
+from lamina.control import validation as check
+from lamina.errors import (
+    InvalidParameterValueException,
+    ResourceConflictException,
+    ResourceNotFoundException,
+)
+from lamina.runtimes.registry import RuntimeRegistry
+from lamina.store.code import CodeStore
+from lamina.store.metadata import FunctionRecord, MetadataStore
+from lamina.types import LATEST, FunctionRef, function_arn, parse_function_name, valid_qualifier
+from lamina.worker.blueprint import Blueprint
+
+_CONFIG_KEYS = (
+    "Runtime",
+    "Handler",
+    "Role",
+    "Description",
+    "Timeout",
+    "MemorySize",
+    "Environment",
+    "EphemeralStorage",
+    "Architectures",
+    "LoggingConfig",
+    "TracingConfig",
+    "DeadLetterConfig",
+    "KMSKeyArn",
+    "Layers",
+    "VpcConfig",
+)
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}+0000"
+
+
+def decode_zip(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidParameterValueException("Code.ZipFile must be base64-encoded zip bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidParameterValueException(
+            "Could not unzip uploaded file. Please check your file, then try to upload again."
+        ) from None
+
+
+class Functions:
+    def __init__(
+        self,
+        settings: Settings,
+        metadata: MetadataStore,
+        code: CodeStore,
+        runtimes: RuntimeRegistry,
+        sdk_path: Path | None,
+        on_change: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.metadata = metadata
+        self.code = code
+        self.runtimes = runtimes
+        self.sdk_path = sdk_path
+        self._on_change = on_change
+        self._latest: dict[str, FunctionRecord] = {
+            rec.name: rec for rec in metadata.all_versions() if rec.version == LATEST
+        }
+        self._blueprints: dict[str, Blueprint] = {}
+        self._lock = asyncio.Lock()
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def arn(self, name: str, qualifier: str | None = None) -> str:
+        return function_arn(self.settings.region, self.settings.account_id, name, qualifier)
+
+    def resolve(self, raw: str, qualifier: str | None = None) -> tuple[FunctionRecord, str | None]:
+        """The record a `FunctionName` (+ `Qualifier`) names, and the qualifier in force."""
+        ref = parse_function_name(raw)
+        if ref is None:
+            raise InvalidParameterValueException(
+                f"1 validation error detected: Value '{raw}' at 'functionName' failed to satisfy "
+                "constraint: Member must satisfy regular expression pattern: "
+                r"(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\d{1}:)?(\d{12}:)?"
+                r"(function:)?([a-zA-Z0-9-_\.]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?"
+            )
+        if ref.qualifier and qualifier and ref.qualifier != qualifier:
+            raise InvalidParameterValueException(
+                "The derived qualifier from the function name does not match the specified "
+                "qualifier."
+            )
+        q = qualifier or ref.qualifier
+        if q is not None and not valid_qualifier(q):
+            raise InvalidParameterValueException(f"Invalid qualifier: {q}")
+        rec = self._latest.get(ref.name) if self._ours(ref) else None
+        if rec is None or q not in (None, LATEST):
+            raise ResourceNotFoundException(
+                f"Function not found: {self.arn(ref.name, q if q != LATEST else None)}"
+            )
+        return rec, q
+
+    def _ours(self, ref: FunctionRef) -> bool:
+        return ref.account in (None, self.settings.account_id) and ref.region in (
+            None,
+            self.settings.region,
+        )
+
+    # -- the FunctionConfiguration shape -----------------------------------------------------
+
+    def configuration(self, rec: FunctionRecord) -> dict[str, Any]:
+        c = rec.config
+        out: dict[str, Any] = {
+            "FunctionName": rec.name,
+            "FunctionArn": self.arn(rec.name),
+            "Runtime": c["Runtime"],
+            "Role": c["Role"],
+            "Handler": c["Handler"],
+            "CodeSize": c["CodeSize"],
+            "Description": c.get("Description", ""),
+            "Timeout": c["Timeout"],
+            "MemorySize": c["MemorySize"],
+            "LastModified": c["LastModified"],
+            "CodeSha256": c["CodeSha256"],
+            "Version": rec.version,
+            "TracingConfig": c.get("TracingConfig") or {"Mode": "PassThrough"},
+            "RevisionId": rec.revision_id,
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Architectures": c.get("Architectures") or ["x86_64"],
+            "EphemeralStorage": c.get("EphemeralStorage") or {"Size": 512},
+            "SnapStart": {"ApplyOn": "None", "OptimizationStatus": "Off"},
+            "LoggingConfig": c.get("LoggingConfig")
+            or {"LogFormat": "Text", "LogGroup": f"/aws/lambda/{rec.name}"},
+        }
+        if c.get("Environment"):
+            out["Environment"] = {"Variables": dict(c["Environment"])}
+        for key in ("DeadLetterConfig", "KMSKeyArn", "Layers", "VpcConfig"):
+            if c.get(key):
+                out[key] = c[key]
+        return out
+
+    # -- create / update ---------------------------------------------------------------------
+
+    def _checked_config(
+        self, body: dict[str, Any], base: dict[str, Any], name: str
+    ) -> dict[str, Any]:
+        """Apply the configuration fields of `body` over `base`, checking each."""
+        cfg = dict(base)
+        if "Runtime" in body:
+            self.runtimes.resolve(str(body["Runtime"]))  # raises when unavailable
+            cfg["Runtime"] = body["Runtime"]
+        if "Handler" in body:
+            cfg["Handler"] = check.handler(body["Handler"])
+        if "Role" in body:
+            cfg["Role"] = check.role(body["Role"])
+        if "Description" in body:
+            cfg["Description"] = check.description(body["Description"])
+        if "Timeout" in body:
+            cfg["Timeout"] = check.timeout(body["Timeout"])
+        if "MemorySize" in body:
+            cfg["MemorySize"] = check.memory_size(body["MemorySize"])
+        if "Environment" in body:
+            cfg["Environment"] = check.environment(body["Environment"])
+        if "EphemeralStorage" in body:
+            cfg["EphemeralStorage"] = check.ephemeral_storage(body["EphemeralStorage"])
+        if "Architectures" in body:
+            cfg["Architectures"] = check.architectures(body["Architectures"])
+        if "LoggingConfig" in body:
+            cfg["LoggingConfig"] = check.logging_config(body["LoggingConfig"], name)
+        if "TracingConfig" in body:
+            mode = (body["TracingConfig"] or {}).get("Mode", "PassThrough")
+            if mode not in ("Active", "PassThrough"):
+                raise InvalidParameterValueException(f"Invalid TracingConfig mode: {mode}")
+            cfg["TracingConfig"] = {"Mode": mode}
+        if body.get("Layers"):
+            raise InvalidParameterValueException(
+                f"Layer version {body['Layers'][0]} does not exist."
+            )
+        for key in ("DeadLetterConfig", "KMSKeyArn", "VpcConfig"):
+            if key in body:
+                cfg[key] = body[key]
+        if body.get("PackageType", "Zip") != "Zip":
+            raise InvalidParameterValueException(
+                "PackageType Image is not supported by lamina; deploy a .zip package."
+            )
+        if "Runtime" not in cfg:
+            raise InvalidParameterValueException(
+                "Runtime is required for .zip deployment packages."
+            )
+        if "Handler" not in cfg:
+            raise InvalidParameterValueException(
+                "Handler is required for .zip deployment packages."
+            )
+        return cfg
+
+    async def _store_code(self, code: Any) -> tuple[str, dict[str, Any]]:
+        if not isinstance(code, dict):
+            raise InvalidParameterValueException("Code must be an object with ZipFile")
+        if "ZipFile" not in code:
+            if "S3Bucket" in code or "ImageUri" in code:
+                raise InvalidParameterValueException(
+                    "lamina accepts code as Code.ZipFile only; S3 and image code locations are "
+                    "not available on this server yet."
+                )
+            raise InvalidParameterValueException("Code.ZipFile is required")
+        data = decode_zip(code["ZipFile"])
+        info = await asyncio.to_thread(self.code.put, data)
+        return info.sha256_hex, {"CodeSha256": info.code_sha256, "CodeSize": info.size}
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = check.function_name(body.get("FunctionName"))
+        if "Role" not in body:
+            raise InvalidParameterValueException("Role is required")
+        tags = check.tags(body.get("Tags") or {})
+        cfg = self._checked_config(
+            body,
+            {"Timeout": 3, "MemorySize": 128, "Description": "", "Architectures": ["x86_64"]},
+            name,
+        )
+        if name in self._latest:
+            raise ResourceConflictException(f"Function already exist: {name}")
+        sha_hex, code_fields = await self._store_code(body.get("Code"))
+        cfg.update(code_fields, LastModified=_now_iso())
+        rec = FunctionRecord(name, LATEST, cfg, sha_hex, str(uuid.uuid4()), tags, time.time())
+        async with self._lock:
+            if name in self._latest or not self.metadata.create_function(rec):
+                raise ResourceConflictException(f"Function already exist: {name}")
+            self._latest[name] = rec
+        return self.configuration(rec)
+
+    async def update_code(self, raw: str, body: dict[str, Any]) -> dict[str, Any]:
+        rec, _ = self.resolve(raw)
+        check_revision(rec, body.get("RevisionId"))
+        sha_hex, code_fields = await self._store_code(body)
+        if body.get("DryRun"):
+            preview = dict(rec.config, **code_fields)
+            return self.configuration(
+                FunctionRecord(rec.name, rec.version, preview, sha_hex, rec.revision_id)
+            )
+        if "Architectures" in body:
+            code_fields["Architectures"] = check.architectures(body["Architectures"])
+        return await self._commit(rec, dict(rec.config, **code_fields), sha_hex)
+
+    async def update_configuration(self, raw: str, body: dict[str, Any]) -> dict[str, Any]:
+        rec, _ = self.resolve(raw)
+        check_revision(rec, body.get("RevisionId"))
+        cfg = self._checked_config(body, rec.config, rec.name)
+        return await self._commit(rec, cfg, rec.code_sha256_hex)
+
+    async def _commit(
+        self, rec: FunctionRecord, cfg: dict[str, Any], sha_hex: str
+    ) -> dict[str, Any]:
+        async with self._lock:
+            current = self._latest.get(rec.name)
+            if current is None:
+                raise ResourceNotFoundException(f"Function not found: {self.arn(rec.name)}")
+            cfg["LastModified"] = _now_iso()
+            new = FunctionRecord(
+                rec.name, LATEST, cfg, sha_hex, str(uuid.uuid4()), current.tags, current.created
+            )
+            self.metadata.update_version(new)
+            self._latest[rec.name] = new
+            self._blueprints.pop(rec.name, None)
+        self._on_change(rec.name)
+        return self.configuration(new)
+
+    # -- read / delete -----------------------------------------------------------------------
+
+    def list(
+        self, marker: str | None, max_items: int | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        limit = 50 if max_items is None else check._int_range(max_items, "maxItems", 1, 10000)
+        limit = min(limit, 50)
+        names = sorted(self._latest)
+        start = 0
+        if marker:
+            try:
+                after = base64.urlsafe_b64decode(marker.encode()).decode()
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                raise InvalidParameterValueException(f"Invalid Marker: {marker}") from None
+            start = next((i for i, n in enumerate(names) if n > after), len(names))
+        page = names[start : start + limit]
+        more = start + limit < len(names)
+        next_marker = (
+            base64.urlsafe_b64encode(page[-1].encode()).decode() if more and page else None
+        )
+        return [self.configuration(self._latest[n]) for n in page], next_marker
+
+    async def delete(self, raw: str, qualifier: str | None) -> None:
+        rec, q = self.resolve(raw, qualifier)
+        if q not in (None,):
+            raise InvalidParameterValueException(
+                "$LATEST version cannot be deleted without deleting the function."
+            )
+        async with self._lock:
+            self.metadata.delete_function(rec.name)
+            self._latest.pop(rec.name, None)
+            self._blueprints.pop(rec.name, None)
+        self._on_change(rec.name)
+        await asyncio.to_thread(self._collect_code, rec.code_sha256_hex)
+
+    def _collect_code(self, sha_hex: str) -> None:
+        if sha_hex not in self.metadata.referenced_code():
+            self.code.delete(sha_hex)
+
+    def names(self) -> list[str]:
+        return sorted(self._latest)
+
+    def usage(self) -> dict[str, int]:
+        total = sum(int(r.config["CodeSize"]) for r in self._latest.values())
+        return {"TotalCodeSize": total, "FunctionCount": len(self._latest)}
+
+    # -- tags ----------------------------------------------------------------------------------
+
+    def _by_arn(self, arn: str) -> FunctionRecord:
+        ref = parse_function_name(arn)
+        if ref is None or not arn.startswith("arn:") or ref.qualifier:
+            raise InvalidParameterValueException(f"Invalid resource ARN: {arn}")
+        rec, _ = self.resolve(arn)
+        return rec
+
+    def list_tags(self, arn: str) -> dict[str, str]:
+        return dict(self._by_arn(arn).tags)
+
+    def tag(self, arn: str, tags: Any) -> None:
+        rec = self._by_arn(arn)
+        merged = check.tags({**rec.tags, **check.tags(tags)})
+        if len(merged) > 50:
+            raise InvalidParameterValueException("A function can have at most 50 tags")
+        self.metadata.set_tags(rec.name, merged)
+        rec.tags = merged
+
+    def untag(self, arn: str, keys: list[str]) -> None:
+        rec = self._by_arn(arn)
+        remaining = {k: v for k, v in rec.tags.items() if k not in keys}
+        self.metadata.set_tags(rec.name, remaining)
+        rec.tags = remaining
+
+    # -- what the worker needs -----------------------------------------------------------------
+
+    def blueprint(self, rec: FunctionRecord, endpoint_url: str | None) -> Blueprint:
+        bp = self._blueprints.get(rec.name)
+        if bp is not None and bp.revision_id == rec.revision_id:
+            return bp
+        c = rec.config
+        logging = c.get("LoggingConfig") or {}
+        bp = Blueprint(
+            name=rec.name,
+            version=rec.version,
+            revision_id=rec.revision_id,
+            arn=self.arn(rec.name),
+            runtime=self.runtimes.resolve(c["Runtime"]),
+            handler=c["Handler"],
+            memory_mb=c["MemorySize"],
+            timeout_s=c["Timeout"],
+            task_root=self.code.task_root(rec.code_sha256_hex),
+            region=self.settings.region,
+            environment=dict(c.get("Environment") or {}),
+            ephemeral_mb=(c.get("EphemeralStorage") or {}).get("Size", 512),
+            log_format=logging.get("LogFormat", "Text"),
+            log_level=logging.get("ApplicationLogLevel"),
+            sdk_path=self.sdk_path,
+            endpoint_url=endpoint_url,
+        )
+        self._blueprints[rec.name] = bp
+        return bp
+
+
+def check_revision(rec: FunctionRecord, revision_id: Any) -> None:
+    if revision_id is not None and revision_id != rec.revision_id:
+        from lamina.errors import PreconditionFailedException
+
+        raise PreconditionFailedException(
+            "The Revision Id provided does not match the latest Revision Id. Call the "
+            "GetFunction/GetAlias API to retrieve the latest Revision Id"
+        )

@@ -1,0 +1,127 @@
+"""Every AWS error lamina can answer with, defined once.
+
+Each class carries what the wire needs: the error code botocore maps to its modeled exception
+class, the HTTP status, whether the caller (`User`) or lamina (`Service`) is at fault, and the
+member name the service model gives the message (`message` or `Message`). `api/render.py`
+turns an instance into a response; nothing else formats errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LambdaError(Exception):
+    code: ClassVar[str] = "ServiceException"
+    status: ClassVar[int] = 500
+    fault: ClassVar[str] = "Service"
+    message_key: ClassVar[str] = "Message"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+
+    def body(self) -> dict[str, Any]:
+        return {"Type": self.fault, self.message_key: self.message, **self.extra}
+
+
+class ServiceException(LambdaError):
+    pass
+
+
+class ResourceNotFoundException(LambdaError):
+    code = "ResourceNotFoundException"
+    status = 404
+    fault = "User"
+
+
+class ResourceConflictException(LambdaError):
+    code = "ResourceConflictException"
+    status = 409
+    fault = "User"
+    message_key = "message"
+
+
+class InvalidParameterValueException(LambdaError):
+    code = "InvalidParameterValueException"
+    status = 400
+    fault = "User"
+    message_key = "message"
+
+
+class InvalidRequestContentException(LambdaError):
+    code = "InvalidRequestContentException"
+    status = 400
+    fault = "User"
+    message_key = "message"
+
+
+class RequestTooLargeException(LambdaError):
+    code = "RequestTooLargeException"
+    status = 413
+    fault = "User"
+    message_key = "message"
+
+
+class UnsupportedMediaTypeException(LambdaError):
+    code = "UnsupportedMediaTypeException"
+    status = 415
+    fault = "User"
+    message_key = "message"
+
+
+class TooManyRequestsException(LambdaError):
+    code = "TooManyRequestsException"
+    status = 429
+    fault = "User"
+    message_key = "message"
+
+    def __init__(self, message: str, reason: str, retry_after: int = 1) -> None:
+        super().__init__(message, Reason=reason)
+        self.headers["Retry-After"] = str(retry_after)
+
+
+class PreconditionFailedException(LambdaError):
+    code = "PreconditionFailedException"
+    status = 412
+    fault = "User"
+    message_key = "message"
+
+
+class ResourceNotReadyException(LambdaError):
+    code = "ResourceNotReadyException"
+    status = 502
+    fault = "Service"
+
+
+class ValidationException(LambdaError):
+    """Request shape errors that botocore's model has no member for (e.g. a bad path)."""
+
+    code = "ValidationException"
+    status = 400
+    fault = "User"
+    message_key = "message"
+
+
+class UnknownOperationException(LambdaError):
+    code = "UnknownOperationException"
+    status = 404
+    fault = "User"
+
+
+ALL_ERRORS: tuple[type[LambdaError], ...] = (
+    ServiceException,
+    ResourceNotFoundException,
+    ResourceConflictException,
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    RequestTooLargeException,
+    UnsupportedMediaTypeException,
+    TooManyRequestsException,
+    PreconditionFailedException,
+    ResourceNotReadyException,
+    ValidationException,
+    UnknownOperationException,
+)

@@ -1,0 +1,256 @@
+"""The invocation router: from an Invoke request to an instance and back.
+
+    check the request -> resolve the function -> [Event: queue, answer 202]
+    -> lease an instance from the pool -> hand it the event -> its Outcome
+    -> the log (START/END/REPORT) -> the response (body, X-Amz-* headers)
+
+Async (`Event`) invocations are kept in memory and run by background tasks; nothing accepted is
+dropped while the server runs, and shutdown drains them. (Durability across restarts is the
+job of the durable queue, which replaces `_queue` without changing this module's callers.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+from lamina.control.functions import Functions
+from lamina.errors import (
+    InvalidParameterValueException,
+    InvalidRequestContentException,
+    RequestTooLargeException,
+    ServiceException,
+)
+from lamina.observe.logs import InvocationLog, tail
+from lamina.store.metadata import FunctionRecord
+from lamina.types import InvocationType, LogType
+from lamina.worker.blueprint import Blueprint
+from lamina.worker.instance import Outcome
+from lamina.worker.pool import Pool
+from lamina.worker.runtime_api import Invocation
+
+MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
+MAX_ASYNC_PAYLOAD = 1024 * 1024
+MAX_CLIENT_CONTEXT = 3583
+ASYNC_CONCURRENCY = 64
+
+log = logging.getLogger("lamina.invoke")
+
+
+@dataclass(slots=True)
+class InvokeRequest:
+    function_name: str
+    payload: bytes
+    qualifier: str | None = None
+    invocation_type: str = InvocationType.REQUEST_RESPONSE
+    log_type: str = LogType.NONE
+    client_context: str | None = None  # base64, as the X-Amz-Client-Context header carries it
+    trace_id: str | None = None
+    endpoint_url: str | None = None
+
+
+@dataclass(slots=True)
+class InvokeResult:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+
+
+@dataclass(slots=True)
+class Counters:
+    invocations: int = 0
+    errors: int = 0
+    async_accepted: int = 0
+    async_done: int = 0
+
+
+class Invoker:
+    def __init__(self, functions: Functions, pool: Pool) -> None:
+        self.functions = functions
+        self.pool = pool
+        self.counters = Counters()
+        self._queue: deque[tuple[str, Blueprint, Invocation]] = deque()
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._sync_inflight = 0
+        self._closing = False
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._workers = [loop.create_task(self._async_worker()) for _ in range(ASYNC_CONCURRENCY)]
+
+    # -- the request -------------------------------------------------------------------------
+
+    async def invoke(self, req: InvokeRequest) -> InvokeResult:
+        try:
+            itype = InvocationType(req.invocation_type)
+        except ValueError:
+            raise InvalidParameterValueException(
+                f"Unsupported invocation type: {req.invocation_type}. Use RequestResponse, "
+                "Event or DryRun."
+            ) from None
+        if req.log_type not in (LogType.NONE, LogType.TAIL):
+            raise InvalidParameterValueException(f"Unsupported log type: {req.log_type}")
+        rec, _ = self.functions.resolve(req.function_name, req.qualifier)
+        limit = MAX_ASYNC_PAYLOAD if itype is InvocationType.EVENT else MAX_SYNC_PAYLOAD
+        if len(req.payload) > limit:
+            raise RequestTooLargeException(
+                f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+            )
+        payload = _check_json(req.payload)
+        client_context = _client_context(req.client_context)
+        if itype is InvocationType.DRY_RUN:
+            return InvokeResult(204, request_id=str(uuid.uuid4()))
+        bp = self.functions.blueprint(rec, req.endpoint_url)
+        inv = self._invocation(rec, bp, payload, req, client_context)
+        if itype is InvocationType.EVENT:
+            if self._closing:
+                raise ServiceException("lamina is shutting down and accepts no new events")
+            self._queue.append((rec.name, bp, inv))
+            self.counters.async_accepted += 1
+            self._wakeup.set()
+            return InvokeResult(202, request_id=inv.request_id)
+        self._sync_inflight += 1
+        try:
+            outcome, text = await self.run(bp, inv)
+        finally:
+            self._sync_inflight -= 1
+        headers = {"X-Amz-Executed-Version": bp.version}
+        if outcome.function_error:
+            headers["X-Amz-Function-Error"] = outcome.function_error
+        if req.log_type == LogType.TAIL:
+            headers["X-Amz-Log-Result"] = tail(text)
+        return InvokeResult(200, outcome.body, outcome.content_type, headers, inv.request_id)
+
+    def _invocation(
+        self,
+        rec: FunctionRecord,
+        bp: Blueprint,
+        payload: bytes,
+        req: InvokeRequest,
+        client_context: str | None,
+    ) -> Invocation:
+        return Invocation(
+            request_id=str(uuid.uuid4()),
+            payload=payload,
+            deadline_ms=0,  # set when the instance takes it
+            invoked_arn=self.functions.arn(rec.name, req.qualifier),
+            trace_id=req.trace_id or _trace_id(),
+            client_context=client_context,
+        )
+
+    # -- running it ----------------------------------------------------------------------------
+
+    async def run(self, bp: Blueprint, inv: Invocation) -> tuple[Outcome, str]:
+        self.counters.invocations += 1
+        async with self.pool.lease(bp) as instance:
+            inv.deadline_ms = int(time.time() * 1000) + bp.timeout_s * 1000
+            outcome = await instance.invoke(inv, bp.timeout_s)
+        if outcome.function_error:
+            self.counters.errors += 1
+        status = "timeout" if outcome.error_type == "Sandbox.Timedout" else None
+        if outcome.error_type and outcome.error_type.startswith("Runtime.") and not outcome.output:
+            status = status or "error"
+        text = InvocationLog(
+            request_id=inv.request_id,
+            version=bp.version,
+            runtime=bp.runtime.name,
+            region=bp.region,
+            memory_size=bp.memory_mb,
+            output=outcome.output,
+            duration_ms=outcome.duration_ms,
+            max_memory_mb=outcome.max_memory_mb,
+            init_duration_ms=outcome.init_duration_ms,
+            platform_lines=outcome.platform_lines,
+            init_output=outcome.init_output,
+            status=status,
+        ).render()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", text.rstrip())
+        return outcome, text
+
+    async def _async_worker(self) -> None:
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            name, bp, inv = self._queue.popleft()
+            try:
+                await self.run(bp, inv)
+            except Exception:  # a platform fault must not kill the worker
+                log.exception("async invocation %s of %s failed in lamina", inv.request_id, name)
+            finally:
+                self.counters.async_done += 1
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "invocations": self.counters.invocations,
+            "errors": self.counters.errors,
+            "async_accepted": self.counters.async_accepted,
+            "async_done": self.counters.async_done,
+            "async_queued": len(self._queue),
+            "sync_in_flight": self._sync_inflight,
+        }
+
+    async def drain(self, grace_s: float = 30.0) -> None:
+        """Stop accepting events, then wait for queued and running ones (up to `grace_s`)."""
+        self._closing = True
+        self._wakeup.set()
+        deadline = time.monotonic() + grace_s
+        while (self._sync_inflight or any(not w.done() for w in self._workers)) and (
+            time.monotonic() < deadline
+        ):
+            self._wakeup.set()
+            await asyncio.sleep(0.02)
+        for w in self._workers:
+            w.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._queue:
+            log.warning("%d queued events were not run before shutdown", len(self._queue))
+
+
+def _check_json(payload: bytes) -> bytes:
+    if not payload.strip():
+        return b"{}"
+    try:
+        json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequestContentException(
+            f"Could not parse request body into json: Could not parse payload into json: {exc}"
+        ) from None
+    return payload
+
+
+def _client_context(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if len(raw) > MAX_CLIENT_CONTEXT:
+        raise InvalidRequestContentException(
+            f"Client context must be at most {MAX_CLIENT_CONTEXT} bytes (base64-encoded)."
+        )
+    try:
+        decoded = base64.b64decode(raw, validate=True).decode()
+        if not isinstance(json.loads(decoded), dict):
+            raise ValueError("not an object")
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidRequestContentException(
+            "Client context must be a valid Base64-encoded JSON object."
+        ) from None
+    return decoded
+
+
+def _trace_id() -> str:
+    root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
+    return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled=0"

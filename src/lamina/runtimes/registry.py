@@ -1,0 +1,131 @@
+"""The runtime registry: a Lambda runtime identifier -> how to start an instance of it.
+
+`python3.9` … `python3.14` resolve to a local interpreter of that version: an explicit operator
+mapping (`--runtimes python3.14=/path/python`) first, then the interpreter lamina itself runs
+on when the version matches, then interpreters found on the machine. A runtime that is not
+available is an InvalidParameterValueException naming what is installed, never a silent
+substitute. `provided`, `provided.al2` and `provided.al2023` run the package's own `bootstrap`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lamina.errors import InvalidParameterValueException
+
+PYTHON_RUNTIMES = tuple(f"python3.{minor}" for minor in range(9, 15))
+PROVIDED_RUNTIMES = ("provided", "provided.al2", "provided.al2023")
+# What AWS accepts as Runtime, so an unknown name gets AWS's enum error.
+AWS_RUNTIMES = (
+    *PYTHON_RUNTIMES,
+    *PROVIDED_RUNTIMES,
+    "nodejs18.x",
+    "nodejs20.x",
+    "nodejs22.x",
+    "nodejs24.x",
+    "java11",
+    "java17",
+    "java21",
+    "java25",
+    "dotnet8",
+    "dotnet10",
+    "ruby3.2",
+    "ruby3.3",
+    "ruby3.4",
+)
+
+BOOTSTRAP = Path(__file__).parent / "python" / "bootstrap.py"
+# Pure-Python distributions that make `import boto3` work in every Python runtime, as on AWS.
+_SDK_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSpec:
+    """How to start one runtime: `argv` is run with cwd = the task root."""
+
+    name: str
+    kind: str  # "python" | "provided"
+    interpreter: str | None
+
+    def argv(self, task_root: Path) -> list[str]:
+        if self.kind == "python":
+            assert self.interpreter is not None
+            return [self.interpreter, "-I", "-S", str(BOOTSTRAP)]
+        return [str(task_root / "bootstrap")]
+
+
+class RuntimeRegistry:
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        self._overrides = overrides or {}
+        self._found: dict[str, str | None] = {}
+
+    def resolve(self, name: str) -> RuntimeSpec:
+        if name in PROVIDED_RUNTIMES:
+            return RuntimeSpec(name, "provided", None)
+        if name not in AWS_RUNTIMES:
+            raise InvalidParameterValueException(
+                f"Value '{name}' at 'runtime' failed to satisfy constraint: Member must "
+                f"satisfy enum value set: [{', '.join(AWS_RUNTIMES)}] or be a valid ARN"
+            )
+        interpreter = self.interpreter_for(name) if name in PYTHON_RUNTIMES else None
+        if interpreter is None:
+            raise InvalidParameterValueException(
+                f"The runtime parameter of {name} is not available on this lamina server. "
+                f"Installed runtimes: {', '.join(self.available())}. An operator can map one "
+                f"explicitly with --runtimes {name}=/path/to/interpreter."
+            )
+        return RuntimeSpec(name, "python", interpreter)
+
+    def available(self) -> list[str]:
+        pythons = [n for n in PYTHON_RUNTIMES if self.interpreter_for(n)]
+        return [*pythons, *PROVIDED_RUNTIMES]
+
+    def interpreter_for(self, name: str) -> str | None:
+        if name not in self._found:
+            self._found[name] = self._find(name)
+        return self._found[name]
+
+    def _find(self, name: str) -> str | None:
+        if name in self._overrides:
+            path = self._overrides[name]
+            return path if os.access(path, os.X_OK) else None
+        version = name.removeprefix("python")
+        if version == f"{sys.version_info.major}.{sys.version_info.minor}":
+            return sys.executable
+        exe = f"python{version}"
+        pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+        candidates: list[Path] = []
+        for entry in os.environ.get("PATH", "").split(os.pathsep):
+            if entry and "shims" not in Path(entry).parts:  # pyenv shims fail outside pyenv
+                candidates.append(Path(entry) / exe)
+        candidates += sorted((pyenv_root / "versions").glob(f"{version}.*/bin/{exe}"), reverse=True)
+        candidates += [Path("/usr/local/bin") / exe, Path("/usr/bin") / exe]
+        for path in candidates:
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+        return None
+
+
+def sdk_path(runtime_dir: Path) -> Path:
+    """A directory holding the AWS SDK for Python, importable by every Python runtime.
+
+    Built once from lamina's own environment as symlinks (the packages are pure Python).
+    """
+    target = runtime_dir / "python-sdk"
+    target.mkdir(parents=True, exist_ok=True)
+    for package in _SDK_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        src = Path(spec.origin)
+        src = src.parent if src.name == "__init__.py" else src
+        link = target / src.name
+        if link.is_symlink() and link.resolve() != src.resolve():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to(src)
+    return target

@@ -1,0 +1,84 @@
+"""`lamina serve`: the platform behind uvicorn on one endpoint.
+
+Order of start: bind the socket -> build the platform (stores, migrations) -> start serving ->
+log `lamina ready on http://HOST:PORT`. On SIGTERM/SIGINT uvicorn stops accepting connections,
+then the lifespan shutdown drains invocations and stops every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+import uvloop
+from starlette.applications import Starlette
+
+from lamina.api.app import build_app
+from lamina.config import Settings
+from lamina.platform import Platform
+
+log = logging.getLogger("lamina")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        sock = _bind(settings.host, settings.port)
+    except OSError as exc:
+        print(f"lamina: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}"
+    platform = Platform.build(settings)
+    app = build_app(platform)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        platform.start()
+        yield
+        await platform.stop()
+
+    app.router.lifespan_context = lifespan
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=75,
+        backlog=2048,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.005)
+        if server.started:
+            print(f"lamina ready on {url}", file=sys.stderr, flush=True)
+            log.info("data dir %s; isolation %s", settings.data_path, settings.isolation)
+        await serving
+
+    uvloop.run(main())
+    return 0

@@ -1,0 +1,130 @@
+"""Function metadata in SQLite (WAL), behind SQLAlchemy Core so PostgreSQL can follow.
+
+The schema is created and upgraded by alembic migrations at open time. Every write is one
+transaction, committed before the caller answers the client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+
+from lamina.store.schema import function_versions, functions
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(slots=True)
+class FunctionRecord:
+    name: str
+    version: str
+    config: dict[str, Any]
+    code_sha256_hex: str
+    revision_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+    created: float = 0.0
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class MetadataStore:
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    @classmethod
+    def open(cls, data_dir: Path) -> MetadataStore:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return cls(f"sqlite:///{data_dir / 'lamina.db'}")
+
+    def _migrate(self) -> None:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- functions -------------------------------------------------------------------------
+
+    def create_function(self, rec: FunctionRecord) -> bool:
+        """Insert a new function with its $LATEST; False if the name is taken."""
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                sa.select(functions.c.name).where(functions.c.name == rec.name)
+            ).first()
+            if taken:
+                return False
+            conn.execute(
+                functions.insert().values(name=rec.name, created=time.time(), tags=rec.tags)
+            )
+            conn.execute(function_versions.insert().values(**self._version_row(rec)))
+        return True
+
+    def update_version(self, rec: FunctionRecord) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                function_versions.update()
+                .where(function_versions.c.name == rec.name)
+                .where(function_versions.c.version == rec.version)
+                .values(**self._version_row(rec))
+            )
+
+    def set_tags(self, name: str, tags: dict[str, str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(functions.update().where(functions.c.name == name).values(tags=tags))
+
+    def delete_function(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            conn.execute(function_versions.delete().where(function_versions.c.name == name))
+            return conn.execute(functions.delete().where(functions.c.name == name)).rowcount > 0
+
+    def all_versions(self) -> Iterator[FunctionRecord]:
+        """Every stored function version, with its function's tags (used to warm caches)."""
+        query = sa.select(function_versions, functions.c.tags, functions.c.created).join(
+            functions, functions.c.name == function_versions.c.name
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                yield FunctionRecord(
+                    name=row["name"],
+                    version=row["version"],
+                    config=dict(row["config"]),
+                    code_sha256_hex=row["code_sha256_hex"],
+                    revision_id=row["revision_id"],
+                    tags=dict(row["tags"]),
+                    created=row["created"],
+                )
+
+    def referenced_code(self) -> set[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(function_versions.c.code_sha256_hex).distinct())
+            return {r[0] for r in rows}
+
+    @staticmethod
+    def _version_row(rec: FunctionRecord) -> dict[str, Any]:
+        return {
+            "name": rec.name,
+            "version": rec.version,
+            "config": rec.config,
+            "code_sha256_hex": rec.code_sha256_hex,
+            "revision_id": rec.revision_id,
+        }

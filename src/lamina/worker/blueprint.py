@@ -1,0 +1,92 @@
+"""A blueprint: everything needed to start an instance of one function version.
+
+The control plane builds one per (function, version, revision); instances started from the same
+blueprint are interchangeable, and a new revision (code or configuration update) means a new
+blueprint, so instances of the old one are retired.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lamina.runtimes.registry import RuntimeSpec
+from lamina.worker.sandbox import SandboxSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Blueprint:
+    name: str
+    version: str
+    revision_id: str
+    arn: str
+    runtime: RuntimeSpec
+    handler: str
+    memory_mb: int
+    timeout_s: int
+    task_root: Path
+    region: str
+    environment: dict[str, str] = field(default_factory=dict)
+    ephemeral_mb: int = 512
+    log_format: str = "Text"
+    log_level: str | None = None
+    sdk_path: Path | None = None
+    endpoint_url: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}:{self.revision_id}"
+
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.name}"
+
+    def sandbox_spec(self, runtime_api: str, initialization_type: str = "on-demand") -> SandboxSpec:
+        """The environment of spec §2.5, with the user's variables under the reserved ones."""
+        stream = (
+            time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{self.version}]" + secrets.token_hex(16)
+        )
+        env = dict(self.environment)
+        env.update(
+            {
+                "AWS_LAMBDA_RUNTIME_API": runtime_api,
+                "_HANDLER": self.handler,
+                "LAMBDA_TASK_ROOT": str(self.task_root),
+                "LAMBDA_RUNTIME_DIR": str(self.sdk_path or self.task_root),
+                "AWS_REGION": self.region,
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_LAMBDA_FUNCTION_NAME": self.name,
+                "AWS_LAMBDA_FUNCTION_VERSION": self.version,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
+                "AWS_LAMBDA_LOG_GROUP_NAME": self.log_group(),
+                "AWS_LAMBDA_LOG_STREAM_NAME": stream,
+                "AWS_LAMBDA_INITIALIZATION_TYPE": initialization_type,
+                "AWS_LAMBDA_LOG_FORMAT": self.log_format,
+                "TZ": ":UTC",
+                "LANG": "en_US.UTF-8",
+                "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
+                "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{self.task_root}:{self.task_root}/lib:/opt/lib",
+                "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+            }
+        )
+        if self.log_level:
+            env["AWS_LAMBDA_LOG_LEVEL"] = self.log_level
+        if self.runtime.kind == "python":
+            env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{self.runtime.name}"
+            if self.sdk_path is not None:
+                env["LAMINA_RUNTIME_PATH"] = str(self.sdk_path)
+        if self.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = self.endpoint_url
+        # Placeholder credentials so the SDK inside the function can sign its calls. They carry
+        # no rights of their own; execution-role credentials replace them when auth lands.
+        env["AWS_ACCESS_KEY_ID"] = "ASIA" + secrets.token_hex(8).upper()
+        env["AWS_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(30)
+        env["AWS_SESSION_TOKEN"] = secrets.token_urlsafe(48)
+        return SandboxSpec(
+            argv=self.runtime.argv(self.task_root),
+            cwd=str(self.task_root),
+            env=env,
+            memory_mb=self.memory_mb,
+            ephemeral_mb=self.ephemeral_mb,
+        )

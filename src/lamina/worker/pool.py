@@ -1,0 +1,148 @@
+"""The instance pool: warm instances per blueprint, leased one invocation at a time.
+
+`lease(blueprint)` yields an instance that serves exactly one invocation: the most recently
+used idle instance of that blueprint (warm), else a new one (cold). On release a healthy
+instance goes back to the idle stack; a dead, failed or retired one is stopped. Idle instances
+past `idle_timeout` are reaped by one background task. Stopping is asynchronous and tracked,
+so `shutdown` can wait for every sandbox to be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from lamina.worker.blueprint import Blueprint
+from lamina.worker.instance import Instance, State
+from lamina.worker.sandbox import Sandbox
+
+log = logging.getLogger("lamina.pool")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    instances: int
+    idle: int
+    busy: int
+    cold_starts: int
+
+
+class Pool:
+    def __init__(self, sandbox_factory: Callable[[], Sandbox], idle_timeout: float) -> None:
+        self._sandbox_factory = sandbox_factory
+        self.idle_timeout = idle_timeout
+        self._idle: dict[str, list[Instance]] = {}
+        self._all: set[Instance] = set()
+        self._retired: set[str] = set()
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        self._reaper: asyncio.Task[None] | None = None
+        self.cold_starts = 0
+
+    def start(self) -> None:
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
+
+    @contextlib.asynccontextmanager
+    async def lease(self, bp: Blueprint) -> AsyncIterator[Instance]:
+        inst = self._take_idle(bp.key)
+        if inst is None:
+            inst = await self._start_instance(bp)
+        try:
+            yield inst
+        finally:
+            self._release(inst)
+
+    def _take_idle(self, key: str) -> Instance | None:
+        stack = self._idle.get(key)
+        while stack:
+            inst = stack.pop()
+            if inst.alive:
+                return inst
+            self._stop(inst)
+        return None
+
+    async def _start_instance(self, bp: Blueprint) -> Instance:
+        if self._closed.is_set():
+            raise RuntimeError("the instance pool is shut down")
+        inst = Instance(bp.key, self._sandbox_factory(), bp.sandbox_spec)
+        self._all.add(inst)
+        self.cold_starts += 1
+        await inst.start()
+        return inst
+
+    def _release(self, inst: Instance) -> None:
+        keep = (
+            inst.alive
+            and inst.state in (State.IDLE, State.READY)
+            and inst.key not in self._retired
+            and not self._closed.is_set()
+        )
+        if keep:
+            self._idle.setdefault(inst.key, []).append(inst)
+        else:
+            self._stop(inst)
+
+    def retire(self, name: str) -> None:
+        """Retire every instance of function `name` (after its code or configuration changed)."""
+        prefix = f"{name}:"
+        for inst in list(self._all):
+            if inst.key.startswith(prefix):
+                self._retired.add(inst.key)
+        for key in [k for k in self._idle if k.startswith(prefix)]:
+            for inst in self._idle.pop(key):
+                self._stop(inst)
+
+    def _stop(self, inst: Instance) -> None:
+        if inst not in self._all:
+            return
+        self._all.discard(inst)
+        task = asyncio.get_running_loop().create_task(inst.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        self._stopping.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("stopping an instance failed", exc_info=task.exception())
+        live = {i.key for i in self._all}
+        self._retired &= live
+
+    async def _reap_loop(self) -> None:
+        interval = max(0.05, min(5.0, self.idle_timeout / 2))
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), interval)
+            self.reap()
+
+    def reap(self) -> None:
+        deadline = time.monotonic() - self.idle_timeout
+        for key, stack in list(self._idle.items()):
+            keep = [i for i in stack if i.alive and i.idle_since > deadline]
+            for inst in stack:
+                if inst not in keep:
+                    self._stop(inst)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    def stats(self) -> PoolStats:
+        idle = sum(len(s) for s in self._idle.values())
+        busy = sum(1 for i in self._all if i.state is State.BUSY)
+        return PoolStats(len(self._all), idle, busy, self.cold_starts)
+
+    async def shutdown(self) -> None:
+        """Stop reaping, stop every instance and wait until all are gone. Safe to call twice."""
+        self._closed.set()
+        if self._reaper is not None:
+            await self._reaper
+            self._reaper = None
+        self._idle.clear()
+        for inst in list(self._all):
+            self._stop(inst)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)

@@ -1,0 +1,270 @@
+"""The Lambda Runtime API of one instance: real HTTP/1.1 on its own loopback port.
+
+A runtime inside the instance (lamina's Python bootstrap, awslambdaric, a curl script) long-polls
+`GET /2018-06-01/runtime/invocation/next` and posts `/response`, `/error` or `/init/error`.
+This is the only channel between a runtime and lamina. HTTP parsing is httptools (the parser
+uvicorn uses); the server is a small asyncio protocol because it sits on the invoke hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httptools
+
+MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # the Runtime API's limit, as the emulator's
+_PREFIX = "/2018-06-01/runtime/"
+_REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
+_REASONS |= {413: "Request Entity Too Large", 500: "Internal Server Error"}
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One event handed to an instance."""
+
+    request_id: str
+    payload: bytes
+    deadline_ms: int
+    invoked_arn: str
+    trace_id: str | None = None
+    client_context: str | None = None
+    cognito_identity: str | None = None
+    tenant_id: str | None = None
+
+
+@dataclass(slots=True)
+class RuntimeReply:
+    """What a runtime posted: kind is `response`, `error` or `init_error`."""
+
+    kind: str
+    body: bytes
+    content_type: str = "application/json"
+    error_type: str | None = None
+
+
+def _error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"errorType": error_type, "errorMessage": message}).encode()
+
+
+class RuntimeApi:
+    """State shared by every connection the runtime of one instance opens."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._server: asyncio.Server | None = None
+        self._waiting: _Connection | None = None  # the connection holding a GET /next
+        self._queued: Invocation | None = None  # an event not yet fetched
+        self._current: tuple[str, asyncio.Future[RuntimeReply]] | None = None
+        self.ready: asyncio.Future[RuntimeReply | None] = loop.create_future()
+        self.port = 0
+
+    async def listen(self, host: str = "127.0.0.1") -> int:
+        self._server = await self._loop.create_server(
+            lambda: _Connection(self), host, 0, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._waiting is not None:
+            self._waiting.close()
+            self._waiting = None
+        if not self.ready.done():
+            self.ready.cancel()
+
+    def start(self, inv: Invocation) -> asyncio.Future[RuntimeReply]:
+        """Hand `inv` to the runtime; the future resolves with its reply."""
+        fut: asyncio.Future[RuntimeReply] = self._loop.create_future()
+        self._current = (inv.request_id, fut)
+        if self._waiting is not None:
+            conn, self._waiting = self._waiting, None
+            conn.send_event(inv)
+        else:
+            self._queued = inv
+        return fut
+
+    def finish(self) -> None:
+        """Forget the current invocation (after a reply, a timeout or a crash)."""
+        self._current = None
+        self._queued = None
+
+    # -- called by connections -------------------------------------------------------------
+
+    def on_next(self, conn: _Connection) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        if self._queued is not None:
+            inv, self._queued = self._queued, None
+            conn.send_event(inv)
+        else:
+            self._waiting = conn
+
+    def on_post(
+        self, conn: _Connection, path: str, headers: dict[str, str], body: bytes, too_large: bool
+    ) -> None:
+        rest = path[len(_PREFIX) :]
+        content_type = headers.get("content-type", "application/json")
+        error_type = headers.get("lambda-runtime-function-error-type")
+        if rest == "init/error":
+            reply = RuntimeReply("init_error", body, content_type, error_type)
+            if not self.ready.done():
+                self.ready.set_result(reply)
+            elif self._current is not None:
+                self._current[1].set_result(reply)
+            conn.respond(202, b'{"status":"OK"}')
+            return
+        parts = rest.split("/")
+        if len(parts) != 3 or parts[0] != "invocation" or parts[2] not in ("response", "error"):
+            conn.respond(404, _error_body("InvalidRequest", f"Unknown path {path}"))
+            return
+        request_id, kind = parts[1], parts[2]
+        current = self._current
+        if current is None or current[1].done():
+            conn.respond(
+                403, _error_body("InvalidStateTransition", "State transition is not allowed")
+            )
+            return
+        if current[0] != request_id:
+            conn.respond(400, _error_body("InvalidRequestID", "Invalid request ID"))
+            return
+        if too_large:
+            conn.respond(
+                413,
+                _error_body(
+                    "RequestEntityTooLarge",
+                    f"Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).",
+                ),
+            )
+            message = (
+                f"Response payload size exceeded maximum allowed payload size ({MAX_PAYLOAD} "
+                "bytes)."
+            )
+            reply = RuntimeReply(
+                "error",
+                _error_body("Function.ResponseSizeTooLarge", message),
+                "application/json",
+                "Function.ResponseSizeTooLarge",
+            )
+        else:
+            conn.respond(202, b'{"status":"OK"}')
+            reply = RuntimeReply("response" if kind == "response" else "error", body, content_type)
+            reply.error_type = error_type
+        current[1].set_result(reply)
+
+    def on_lost(self, conn: _Connection) -> None:
+        if self._waiting is conn:
+            self._waiting = None
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection from the runtime."""
+
+    def __init__(self, api: RuntimeApi) -> None:
+        self.api = api
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses; both have the same methods.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.respond(400, _error_body("InvalidRequest", "Malformed HTTP request"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.api.on_lost(self)
+        self.transport = None
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._body = []
+        self._size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size <= MAX_PAYLOAD:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        method = self.parser.get_method()
+        path = self._url.decode("latin-1").split("?", 1)[0]
+        if method == b"GET" and path == _PREFIX + "invocation/next":
+            self.api.on_next(self)
+        elif method == b"POST" and path.startswith(_PREFIX):
+            body = b"".join(self._body)
+            self.api.on_post(self, path, self._headers, body, self._size > MAX_PAYLOAD)
+        elif method == b"GET" and path == "/2018-06-01/ping":
+            self.respond(200, b"pong", "text/plain")
+        else:
+            self.respond(404, _error_body("InvalidRequest", f"Unknown path {path}"))
+
+    # output
+    def send_event(self, inv: Invocation) -> None:
+        headers = [
+            ("Lambda-Runtime-Aws-Request-Id", inv.request_id),
+            ("Lambda-Runtime-Deadline-Ms", str(inv.deadline_ms)),
+            ("Lambda-Runtime-Invoked-Function-Arn", inv.invoked_arn),
+        ]
+        optional = (
+            ("Lambda-Runtime-Trace-Id", inv.trace_id),
+            ("Lambda-Runtime-Client-Context", inv.client_context),
+            ("Lambda-Runtime-Cognito-Identity", inv.cognito_identity),
+            ("Lambda-Runtime-Aws-Tenant-Id", inv.tenant_id),
+        )
+        headers += [(k, v) for k, v in optional if v]
+        self.respond(200, inv.payload, "application/json", headers)
+
+    def respond(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'OK')}"]
+        lines += [f"{k}: {v}" for k, v in headers or ()]
+        lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}", "", ""]
+        self.transport.write("\r\n".join(lines).encode("latin-1") + body)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+def describe(reply: RuntimeReply) -> dict[str, Any]:
+    """The error JSON a reply carries, or {} when it is not JSON."""
+    try:
+        value = json.loads(reply.body)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

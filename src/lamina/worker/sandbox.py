@@ -1,0 +1,156 @@
+"""The sandbox interface, and its first backend: a plain process.
+
+A sandbox runs one instance's runtime program and reports on it. Every backend answers the same
+small contract, so the instance code above it never knows which one it has:
+
+- `start(spec)` launches the runtime (`spec.argv`, cwd `spec.cwd`, environment `spec.env`),
+  with stdout and stderr merged into one log pipe;
+- `exited` is a future that resolves with the exit status (negative: killed by that signal);
+- `take_output()` returns what the runtime has written since the last call, reading the pipe
+  to its current end first (so output written before a Runtime API reply is never late);
+- `stop()` kills everything the sandbox started and waits for it; calling it twice is harmless;
+- `stats()` reports the peak memory the instance used.
+
+The Runtime API channel is common to every backend (`runtime_api.py`), so "invoke" lives on
+the instance, not here. The process backend gives no isolation: it is what `--isolation
+process` means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Protocol
+
+MAX_BUFFERED_OUTPUT = 1024 * 1024  # per invocation; older output beyond this is dropped
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    memory_mb: int = 128
+    ephemeral_mb: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxStats:
+    max_memory_mb: int
+
+
+class Sandbox(Protocol):
+    pid: int
+    exited: asyncio.Future[int]
+
+    async def start(self, spec: SandboxSpec) -> None: ...
+    def take_output(self) -> bytes: ...
+    async def stop(self) -> None: ...
+    def stats(self) -> SandboxStats: ...
+
+
+@dataclass(slots=True)
+class ProcessSandbox:
+    """A runtime as a child process in its own session (so its whole group can be killed)."""
+
+    pid: int = 0
+    exited: asyncio.Future[int] = field(init=False)
+    _proc: subprocess.Popen[bytes] | None = None
+    _out: bytearray = field(default_factory=bytearray)
+    _out_fd: int = -1
+    _pidfd: int = -1
+    _peak_kb: int = 0
+
+    def __post_init__(self) -> None:
+        self.exited = asyncio.get_running_loop().create_future()
+
+    async def start(self, spec: SandboxSpec) -> None:
+        loop = asyncio.get_running_loop()
+        # Popen (vfork + exec) takes about a millisecond; asyncio's subprocess adds a watcher.
+        self._proc = subprocess.Popen(  # noqa: ASYNC220
+            spec.argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+        self.pid = self._proc.pid
+        assert self._proc.stdout is not None
+        self._out_fd = self._proc.stdout.fileno()
+        os.set_blocking(self._out_fd, False)
+        loop.add_reader(self._out_fd, self._read)
+        self._pidfd = os.pidfd_open(self.pid)
+        loop.add_reader(self._pidfd, self._on_exit)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._out_fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                asyncio.get_running_loop().remove_reader(self._out_fd)
+                return
+            self._out += chunk
+            if len(self._out) > MAX_BUFFERED_OUTPUT:
+                del self._out[: len(self._out) - MAX_BUFFERED_OUTPUT]
+
+    def take_output(self) -> bytes:
+        if self._out_fd >= 0 and self._proc is not None and self._proc.stdout is not None:
+            self._read()
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def _on_exit(self) -> None:
+        assert self._proc is not None
+        self._sample_memory()
+        code = self._proc.poll()
+        if code is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        self._read()
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    async def stop(self) -> None:
+        if self._proc is None:
+            return
+        if not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            await asyncio.shield(self.exited)
+        loop = asyncio.get_running_loop()
+        if self._out_fd >= 0:
+            loop.remove_reader(self._out_fd)
+            self._out_fd = -1
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        self._proc = None
+
+    def _sample_memory(self) -> None:
+        try:
+            with open(f"/proc/{self.pid}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"VmHWM:"):
+                        self._peak_kb = max(self._peak_kb, int(line.split()[1]))
+                        return
+        except (OSError, ValueError):
+            return
+
+    def stats(self) -> SandboxStats:
+        if not self.exited.done():
+            self._sample_memory()
+        return SandboxStats(max_memory_mb=max(1, (self._peak_kb + 1023) // 1024))
