@@ -139,7 +139,10 @@ def _print(args: argparse.Namespace, data: Any, human: str | None = None) -> Non
 def cmd_deploy(args: argparse.Namespace) -> int:
     client = _client(args)
     code = zip_path(Path(args.path))
-    role = args.role or f"arn:aws:iam::{os.environ.get('LAMINA_ACCOUNT_ID', '000000000000')}:role/lamina"
+    role = (
+        args.role
+        or f"arn:aws:iam::{os.environ.get('LAMINA_ACCOUNT_ID', '000000000000')}:role/lamina"
+    )
     try:
         out = client.update_function_code(FunctionName=args.name, ZipFile=code)
         action = "updated"

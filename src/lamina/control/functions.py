@@ -16,10 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+
 from lamina.config import Settings
 from lamina.control import validation as check
 from lamina.errors import (
     InvalidParameterValueException,
+    PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
 )
@@ -284,7 +286,7 @@ class Functions:
 
     # -- read / delete -----------------------------------------------------------------------
 
-    def list(
+    def page(
         self, marker: str | None, max_items: int | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         limit = 50 if max_items is None else check._int_range(max_items, "maxItems", 1, 10000)
@@ -386,8 +388,6 @@ class Functions:
 
 def check_revision(rec: FunctionRecord, revision_id: Any) -> None:
     if revision_id is not None and revision_id != rec.revision_id:
-        from lamina.errors import PreconditionFailedException
-
         raise PreconditionFailedException(
             "The Revision Id provided does not match the latest Revision Id. Call the "
             "GetFunction/GetAlias API to retrieve the latest Revision Id"

@@ -158,9 +158,9 @@ class Invoker:
             outcome = await instance.invoke(inv, bp.timeout_s)
         if outcome.function_error:
             self.counters.errors += 1
-        status = "timeout" if outcome.error_type == "Sandbox.Timedout" else None
-        if outcome.error_type and outcome.error_type.startswith("Runtime.") and not outcome.output:
-            status = status or "error"
+        status = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "error"}.get(
+            outcome.error_type or ""
+        )
         text = InvocationLog(
             request_id=inv.request_id,
             version=bp.version,

@@ -91,8 +91,8 @@ class RuntimeRegistry:
 
     def _find(self, name: str) -> str | None:
         if name in self._overrides:
-            path = self._overrides[name]
-            return path if os.access(path, os.X_OK) else None
+            mapped = self._overrides[name]
+            return mapped if os.access(mapped, os.X_OK) else None
         version = name.removeprefix("python")
         if version == f"{sys.version_info.major}.{sys.version_info.minor}":
             return sys.executable
@@ -104,9 +104,9 @@ class RuntimeRegistry:
                 candidates.append(Path(entry) / exe)
         candidates += sorted((pyenv_root / "versions").glob(f"{version}.*/bin/{exe}"), reverse=True)
         candidates += [Path("/usr/local/bin") / exe, Path("/usr/bin") / exe]
-        for path in candidates:
-            if path.is_file() and os.access(path, os.X_OK):
-                return str(path)
+        for candidate in candidates:
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return str(candidate)
         return None
 
 

@@ -47,6 +47,7 @@ class Blueprint:
         stream = (
             time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{self.version}]" + secrets.token_hex(16)
         )
+        root = self.task_root
         env = dict(self.environment)
         env.update(
             {
@@ -66,7 +67,7 @@ class Blueprint:
                 "TZ": ":UTC",
                 "LANG": "en_US.UTF-8",
                 "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-                "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{self.task_root}:{self.task_root}/lib:/opt/lib",
+                "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{root}:{root}/lib:/opt/lib",
                 "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
             }
         )

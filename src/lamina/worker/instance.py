@@ -122,8 +122,9 @@ class Instance:
             return
         exited = self.sandbox.exited
         exited.add_done_callback(self._on_exit)
+        waits: set[asyncio.Future[object]] = {self.api.ready, exited}  # type: ignore[arg-type]
         done, _ = await asyncio.wait(
-            {self.api.ready, exited}, timeout=INIT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+            waits, timeout=INIT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
         )
         self.init_duration_ms = (time.perf_counter() - began) * 1000
         self._init_output = self.sandbox.take_output()
