@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need (a venv with lamina and its test extras) and runs the whole
+# suite: lint, format check, type check, then pytest. Used by the README and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+# The custom-runtime tests run a `bootstrap` written with curl, as AWS's examples do.
+if ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq curl
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -1,0 +1,222 @@
+"""`lamina bench`: start a fresh lamina, measure the invoke path, print JSON.
+
+Measured over raw HTTP/1.1 keep-alive connections (no SDK in the way), for a no-op Python
+function:
+
+- `baseline_health_ms`: round trips to `GET /_lamina/health` — the server's floor, same run;
+- `warm_ms`: Invoke at concurrency 1 on a warm instance (p50/p99);
+- `throughput`: Invokes per second at concurrency N, each connection in its own thread;
+- `cold_ms`: the first Invoke of a new function (a forced cold start), client-observed;
+- `init_ms`: the Init Duration lamina reports for those cold starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from typing import Any
+
+NOOP = "def handler(event, context):\n    return None\n"
+_INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
+
+
+class RawClient:
+    """A minimal HTTP/1.1 client on one keep-alive connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.host = f"{host}:{port}"
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status = int(self.file.readline().split()[1])
+        hdrs: dict[str, str] = {}
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode("latin-1").partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        data = self.file.read(int(hdrs.get("content-length", "0")))
+        return status, hdrs, data
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": _pct(values, 0.50),
+        "p99": _pct(values, 0.99),
+        "mean": round(statistics.fmean(values), 3),
+    }
+
+
+def _zip(source: str) -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("app.py", source)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _create(client: RawClient, name: str, code_b64: str) -> None:
+    body = json.dumps(
+        {
+            "FunctionName": name,
+            "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
+            "Handler": "app.handler",
+            "Role": "arn:aws:iam::000000000000:role/bench",
+            "Code": {"ZipFile": code_b64},
+        }
+    ).encode()
+    status, _, data = client.request("POST", "/2015-03-31/functions", body)
+    if status != 201:
+        raise RuntimeError(f"CreateFunction {name}: {status} {data!r}")
+
+
+def _invoke_path(name: str) -> str:
+    return f"/2015-03-31/functions/{name}/invocations"
+
+
+def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    client = RawClient(host, port)
+    code = _zip(NOOP)
+    _create(client, "bench-noop", code)
+    path = _invoke_path("bench-noop")
+
+    health = []
+    for _ in range(max(200, args.warm // 4)):
+        t = time.perf_counter()
+        client.request("GET", "/_lamina/health")
+        health.append((time.perf_counter() - t) * 1000)
+
+    for _ in range(50):  # warm up: one instance, caches, branch predictors
+        client.request("POST", path, b"{}")
+    warm = []
+    for _ in range(args.warm):
+        t = time.perf_counter()
+        status, _, _ = client.request("POST", path, b"{}")
+        warm.append((time.perf_counter() - t) * 1000)
+        assert status == 200
+
+    # throughput at concurrency N: N connections, each in its own thread
+    stop = time.monotonic() + args.throughput_seconds
+    counts = [0] * args.concurrency
+    errors = [0] * args.concurrency
+
+    def worker(i: int) -> None:
+        c = RawClient(host, port)
+        c.request("POST", path, b"{}")  # warm this connection's instance
+        barrier.wait()
+        while time.monotonic() < stop:
+            status, hdrs, _ = c.request("POST", path, b"{}")
+            if status == 200 and "x-amz-function-error" not in hdrs:
+                counts[i] += 1
+            else:
+                errors[i] += 1
+        c.close()
+
+    barrier = threading.Barrier(args.concurrency + 1)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.concurrency)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    began = time.monotonic()
+    stop = began + args.throughput_seconds
+    for th in threads:
+        th.join()
+    elapsed = time.monotonic() - began
+
+    cold, init = [], []
+    for i in range(args.cold):
+        name = f"bench-cold-{i}"
+        _create(client, name, code)
+        t = time.perf_counter()
+        status, hdrs, _ = client.request(
+            "POST", _invoke_path(name), b"{}", {"X-Amz-Log-Type": "Tail"}
+        )
+        cold.append((time.perf_counter() - t) * 1000)
+        m = _INIT.search(base64.b64decode(hdrs.get("x-amz-log-result", "")).decode())
+        if m:
+            init.append(float(m.group(1)))
+        client.request("DELETE", f"/2015-03-31/functions/{name}")
+    client.close()
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "baseline_health_ms": _summary(health),
+        "warm_ms": _summary(warm),
+        "throughput": {
+            "concurrency": args.concurrency,
+            "seconds": round(elapsed, 2),
+            "invokes": sum(counts),
+            "errors": sum(errors),
+            "per_second": round(sum(counts) / elapsed, 1),
+        },
+        "cold_ms": _summary(cold),
+        "init_ms": _summary(init) if init else None,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="lamina-bench-") as data:
+        argv = [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", data]
+        env = {**os.environ, "LAMINA_LOG_LEVEL": "warning"}
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert proc.stderr is not None
+            url = ""
+            for line in proc.stderr:
+                m = re.search(r"lamina ready on http://([^:]+):(\d+)", line)
+                if m:
+                    url = m.group(0)
+                    host, port = m.group(1), int(m.group(2))
+                    break
+            if not url:
+                print("lamina bench: the server did not start", file=sys.stderr)
+                return 1
+            threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
+            result = measure(host, port, args)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            if proc.stderr is not None:
+                proc.stderr.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lamina.cli import build_parser
+
+    return run(build_parser().parse_args(["bench", *(argv or sys.argv[1:])]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

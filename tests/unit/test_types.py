@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from lamina.types import FunctionRef, function_arn, parse_function_name
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("my-fn", FunctionRef("my-fn")),
+        ("my-fn:prod", FunctionRef("my-fn", "prod")),
+        ("123456789012:function:my-fn", FunctionRef("my-fn", None, "123456789012")),
+        (
+            "arn:aws:lambda:us-east-1:123456789012:function:my-fn:$LATEST",
+            FunctionRef("my-fn", "$LATEST", "123456789012", "us-east-1"),
+        ),
+    ],
+)
+def test_parse_function_name(raw: str, expected: FunctionRef) -> None:
+    assert parse_function_name(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "bad name", "a" * 65, "arn:aws:s3:::bucket", "x:y:z"])
+def test_parse_function_name_rejects(raw: str) -> None:
+    assert parse_function_name(raw) is None
+
+
+def test_function_arn() -> None:
+    assert function_arn("us-east-1", "000000000000", "f") == (
+        "arn:aws:lambda:us-east-1:000000000000:function:f"
+    )
+    assert function_arn("us-east-1", "000000000000", "f", "7").endswith(":function:f:7")
