@@ -53,11 +53,9 @@ class Platform:
             )
         metadata = MetadataStore.open(data)
         code = CodeStore(data / "code")
-        runtimes = RuntimeRegistry(settings.runtime_overrides())
+        runtimes = RuntimeRegistry(settings.runtime_overrides(), sdk_path(data / "runtime"))
         pool = Pool(ProcessSandbox, settings.idle_timeout)
-        functions = Functions(
-            settings, metadata, code, runtimes, sdk_path(data / "runtime"), pool.retire
-        )
+        functions = Functions(settings, metadata, code, runtimes, pool.retire)
         return cls(
             settings=settings,
             metadata=metadata,

@@ -73,8 +73,8 @@ def serve(settings: Settings) -> int:
 
     async def main() -> None:
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():  # uvicorn has no "started" event
-            await asyncio.sleep(0.005)  # noqa: ASYNC110
+        while not server.started and not serving.done():  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.005)
         if server.started:
             print(f"lamina ready on {url}", file=sys.stderr, flush=True)
             log.info("data dir %s; isolation %s", settings.data_path, settings.isolation)

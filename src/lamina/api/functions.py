@@ -25,7 +25,7 @@ async def create_function(request: Request) -> Response:
 
 async def list_functions(request: Request) -> Response:
     marker = request.query_params.get("Marker")
-    functions, next_marker = _platform(request).functions.list(
+    functions, next_marker = _platform(request).functions.page(
         marker, int_query(request, "MaxItems")
     )
     out: dict[str, object] = {"Functions": functions}

@@ -13,9 +13,7 @@ import binascii
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
 
 from lamina.config import Settings
 from lamina.control import validation as check
@@ -73,14 +71,12 @@ class Functions:
         metadata: MetadataStore,
         code: CodeStore,
         runtimes: RuntimeRegistry,
-        sdk_path: Path | None,
         on_change: Callable[[str], None],
     ) -> None:
         self.settings = settings
         self.metadata = metadata
         self.code = code
         self.runtimes = runtimes
-        self.sdk_path = sdk_path
         self._on_change = on_change
         self._latest: dict[str, FunctionRecord] = {
             rec.name: rec for rec in metadata.all_versions() if rec.version == LATEST
@@ -379,7 +375,6 @@ class Functions:
             ephemeral_mb=(c.get("EphemeralStorage") or {}).get("Size", 512),
             log_format=logging.get("LogFormat", "Text"),
             log_level=logging.get("ApplicationLogLevel"),
-            sdk_path=self.sdk_path,
             endpoint_url=endpoint_url,
         )
         self._blueprints[rec.name] = bp

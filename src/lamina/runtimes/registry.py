@@ -9,8 +9,11 @@ substitute. `provided`, `provided.al2` and `provided.al2023` run the package's o
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,7 @@ class RuntimeSpec:
     name: str
     kind: str  # "python" | "provided"
     interpreter: str | None
+    sdk_path: Path | None = None  # where `import boto3` comes from, when this runtime can use it
 
     def argv(self, task_root: Path) -> list[str]:
         if self.kind == "python":
@@ -59,9 +63,11 @@ class RuntimeSpec:
 
 
 class RuntimeRegistry:
-    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, overrides: dict[str, str] | None = None, sdk: Path | None = None) -> None:
         self._overrides = overrides or {}
         self._found: dict[str, str | None] = {}
+        self._sdk = sdk
+        self._sdk_min_minor = sdk_min_minor()
 
     def resolve(self, name: str) -> RuntimeSpec:
         if name in PROVIDED_RUNTIMES:
@@ -78,7 +84,9 @@ class RuntimeRegistry:
                 f"Installed runtimes: {', '.join(self.available())}. An operator can map one "
                 f"explicitly with --runtimes {name}=/path/to/interpreter."
             )
-        return RuntimeSpec(name, "python", interpreter)
+        minor = int(name.removeprefix("python3."))
+        sdk = self._sdk if minor >= self._sdk_min_minor else None
+        return RuntimeSpec(name, "python", interpreter, sdk)
 
     def available(self) -> list[str]:
         pythons = [n for n in PYTHON_RUNTIMES if self.interpreter_for(n)]
@@ -108,6 +116,22 @@ class RuntimeRegistry:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
         return None
+
+
+def sdk_min_minor() -> int:
+    """The oldest Python 3 minor version every package of lamina's own SDK copy supports.
+
+    (botocore follows CPython's support window, so e.g. python3.9 functions must package their
+    own boto3 once lamina's botocore requires 3.10.)
+    """
+    lowest = 0
+    for dist in ("boto3", "botocore", "s3transfer", "urllib3"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            spec = importlib.metadata.metadata(dist)["Requires-Python"] or ""
+            m = re.search(r">=\s*3\.(\d+)", spec)
+            if m:
+                lowest = max(lowest, int(m.group(1)))
+    return lowest
 
 
 def sdk_path(runtime_dir: Path) -> Path:

@@ -32,7 +32,6 @@ class Blueprint:
     ephemeral_mb: int = 512
     log_format: str = "Text"
     log_level: str | None = None
-    sdk_path: Path | None = None
     endpoint_url: str | None = None
 
     @property
@@ -54,7 +53,7 @@ class Blueprint:
                 "AWS_LAMBDA_RUNTIME_API": runtime_api,
                 "_HANDLER": self.handler,
                 "LAMBDA_TASK_ROOT": str(self.task_root),
-                "LAMBDA_RUNTIME_DIR": str(self.sdk_path or self.task_root),
+                "LAMBDA_RUNTIME_DIR": str(self.runtime.sdk_path or self.task_root),
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_LAMBDA_FUNCTION_NAME": self.name,
@@ -75,8 +74,8 @@ class Blueprint:
             env["AWS_LAMBDA_LOG_LEVEL"] = self.log_level
         if self.runtime.kind == "python":
             env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{self.runtime.name}"
-            if self.sdk_path is not None:
-                env["LAMINA_RUNTIME_PATH"] = str(self.sdk_path)
+            if self.runtime.sdk_path is not None:
+                env["LAMINA_RUNTIME_PATH"] = str(self.runtime.sdk_path)
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         # Placeholder credentials so the SDK inside the function can sign its calls. They carry
