@@ -140,18 +140,19 @@ class RuntimeClient(object):
             self.close()
             raise
 
-    def _read(self, n, separator=None):
-        """Take n bytes from the stream, or (with separator) the bytes before the separator."""
+    def _read(self, n, separator=b""):
+        """Take n bytes from the stream or, given a separator, the bytes before it."""
         buf = self._buf
-        while (separator is not None and separator not in buf) or len(buf) < n:
+        while True:
+            end = buf.find(separator) if separator else n
+            if 0 <= end <= len(buf):
+                break
             data = self._sock.recv(min(max(n - len(buf), 65536), 1 << 20))
             if not data:
                 raise ConnectionError("the Runtime API closed the connection")
             buf += data
-        if separator is not None:
-            n = buf.index(separator)
-        data = bytes(buf[:n])
-        del buf[: n + len(separator or b"")]
+        data = bytes(buf[:end])
+        del buf[: end + len(separator)]
         return data
 
     def _read_response(self):
@@ -164,7 +165,7 @@ class RuntimeClient(object):
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+            headers[name.lower()] = value.strip()
         if headers.get("transfer-encoding", "").lower() == "chunked":
             parts = []
             while True:
