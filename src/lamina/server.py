@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 import uvloop
@@ -23,6 +24,21 @@ from lamina.config import Settings
 from lamina.platform import Platform
 
 log = logging.getLogger("lamina")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after shutting down, so the process would end
+    "killed by SIGTERM" even after a clean drain; lamina exits 0 instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -69,7 +85,7 @@ def serve(settings: Settings) -> int:
         timeout_keep_alive=75,
         backlog=2048,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
 
     async def main() -> None:
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))

@@ -123,7 +123,7 @@ def python_runtime() -> str:
 
 
 def create(client: Any, name: str, code: str | dict[str, str | bytes], **kwargs: Any) -> Any:
-    files = {"app.py": code} if isinstance(code, str) else code
+    files: dict[str, str | bytes] = {"app.py": code} if isinstance(code, str) else code
     params: dict[str, Any] = {
         "FunctionName": name,
         "Runtime": python_runtime(),

@@ -101,7 +101,8 @@ class Invoker:
             ) from None
         if req.log_type not in (LogType.NONE, LogType.TAIL):
             raise InvalidParameterValueException(f"Unsupported log type: {req.log_type}")
-        rec, _ = self.functions.resolve(req.function_name, req.qualifier)
+        # the qualifier may come in the name ("fn:$LATEST", an ARN) or as ?Qualifier=
+        rec, qualifier = self.functions.resolve(req.function_name, req.qualifier)
         limit = MAX_ASYNC_PAYLOAD if itype is InvocationType.EVENT else MAX_SYNC_PAYLOAD
         if len(req.payload) > limit:
             raise RequestTooLargeException(
@@ -112,7 +113,7 @@ class Invoker:
         if itype is InvocationType.DRY_RUN:
             return InvokeResult(204, request_id=str(uuid.uuid4()))
         bp = self.functions.blueprint(rec, req.endpoint_url)
-        inv = self._invocation(rec, bp, payload, req, client_context)
+        inv = self._invocation(rec, qualifier, payload, req, client_context)
         if itype is InvocationType.EVENT:
             if self._closing:
                 raise ServiceException("lamina is shutting down and accepts no new events")
@@ -135,7 +136,7 @@ class Invoker:
     def _invocation(
         self,
         rec: FunctionRecord,
-        bp: Blueprint,
+        qualifier: str | None,
         payload: bytes,
         req: InvokeRequest,
         client_context: str | None,
@@ -144,7 +145,7 @@ class Invoker:
             request_id=str(uuid.uuid4()),
             payload=payload,
             deadline_ms=0,  # set when the instance takes it
-            invoked_arn=self.functions.arn(rec.name, req.qualifier),
+            invoked_arn=self.functions.arn(rec.name, qualifier),
             trace_id=req.trace_id or _trace_id(),
             client_context=client_context,
         )

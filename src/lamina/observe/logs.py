@@ -76,6 +76,12 @@ class InvocationLog:
 
 
 def tail(text: str) -> str:
-    """Base64 of the last 4 KB of `text` (the `X-Amz-Log-Result` header)."""
+    """Base64 of the last 4 KB of `text` (the `X-Amz-Log-Result` header).
+
+    The cut never splits a character: continuation bytes left at the front are dropped, so the
+    tail always decodes as UTF-8."""
     data = text.encode("utf-8")[-TAIL_BYTES:]
-    return base64.b64encode(data).decode("ascii")
+    start = 0
+    while start < min(3, len(data)) and data[start] & 0xC0 == 0x80:
+        start += 1
+    return base64.b64encode(data[start:]).decode("ascii")
