@@ -94,6 +94,7 @@ class ResourceNotReadyException(LambdaError):
     code = "ResourceNotReadyException"
     status = 502
     fault = "Service"
+    message_key = "message"
 
 
 class ValidationException(LambdaError):

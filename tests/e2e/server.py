@@ -34,6 +34,7 @@ class Server:
         self._pump_thread: threading.Thread | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
+        self.url = ""
         env = {**os.environ, "LAMINA_LOG_LEVEL": "info", **self.env}
         for key in ("AWS_ENDPOINT_URL", "LAMINA_CONFIG"):
             env.pop(key, None)

@@ -47,7 +47,7 @@ def _inv(request_id: str = "req-1") -> Invocation:
 
 async def test_next_delivers_the_event_with_its_headers() -> None:
     api = RuntimeApi()
-    port = await api.listen()
+    port = int((await api.listen()).rsplit(":", 1)[1])
     poll = asyncio.create_task(_request(port, "GET", NEXT))
     assert await asyncio.wait_for(api.ready, 5) is None  # the first /next ends init
     reply = api.start(_inv())
@@ -71,7 +71,7 @@ async def test_next_delivers_the_event_with_its_headers() -> None:
 
 async def test_event_queued_before_next_is_fetched() -> None:
     api = RuntimeApi()
-    port = await api.listen()
+    port = int((await api.listen()).rsplit(":", 1)[1])
     api.start(_inv("early"))
     status, headers, _ = await _request(port, "GET", NEXT)
     assert status == 200 and headers["lambda-runtime-aws-request-id"] == "early"
@@ -80,7 +80,7 @@ async def test_event_queued_before_next_is_fetched() -> None:
 
 async def test_out_of_sequence_calls_get_the_documented_errors() -> None:
     api = RuntimeApi()
-    port = await api.listen()
+    port = int((await api.listen()).rsplit(":", 1)[1])
     status, _, body = await _request(port, "POST", "/2018-06-01/runtime/invocation/x/response")
     assert status == 403 and json.loads(body)["errorType"] == "InvalidStateTransition"
     reply = api.start(_inv("real"))
@@ -106,7 +106,7 @@ async def test_out_of_sequence_calls_get_the_documented_errors() -> None:
 
 async def test_oversized_response_is_refused_and_reported() -> None:
     api = RuntimeApi()
-    port = await api.listen()
+    port = int((await api.listen()).rsplit(":", 1)[1])
     reply = api.start(_inv("big"))
     await _request(port, "GET", NEXT)
     status, _, body = await _request(
@@ -120,7 +120,7 @@ async def test_oversized_response_is_refused_and_reported() -> None:
 
 async def test_init_error_resolves_ready() -> None:
     api = RuntimeApi()
-    port = await api.listen()
+    port = int((await api.listen()).rsplit(":", 1)[1])
     status, _, _ = await _request(
         port,
         "POST",

@@ -55,6 +55,18 @@ class RuntimeSpec:
     interpreter: str | None
     sdk_path: Path | None = None  # where `import boto3` comes from, when this runtime can use it
 
+    def ro_binds(self) -> tuple[str, ...]:
+        """Host paths a confined instance of this runtime needs, visible at the same path."""
+        binds: list[str] = []
+        if self.interpreter is not None:
+            prefix = Path(self.interpreter).resolve().parent.parent
+            if not str(prefix).startswith(("/usr", "/bin", "/lib")):
+                binds.append(str(prefix))
+        if self.sdk_path is not None:
+            binds.append(str(self.sdk_path))
+            binds += sorted({str(p.resolve()) for p in self.sdk_path.iterdir() if p.is_symlink()})
+        return tuple(binds)
+
     def argv(self, task_root: Path) -> list[str]:
         if self.kind == "python":
             assert self.interpreter is not None

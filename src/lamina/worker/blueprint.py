@@ -7,13 +7,18 @@ blueprint, so instances of the old one are retired.
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lamina.runtimes.registry import RuntimeSpec
 from lamina.worker.sandbox import SandboxSpec
+
+TASK_ROOT = "/var/task"
+RUNTIME_DIR = "/var/runtime"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +38,7 @@ class Blueprint:
     log_format: str = "Text"
     log_level: str | None = None
     endpoint_url: str | None = None
+    network: str = "egress"  # "none": the instance gets a network namespace with loopback only
 
     @property
     def key(self) -> str:
@@ -41,19 +47,25 @@ class Blueprint:
     def log_group(self) -> str:
         return f"/aws/lambda/{self.name}"
 
-    def sandbox_spec(self, runtime_api: str, initialization_type: str = "on-demand") -> SandboxSpec:
-        """The environment of spec §2.5, with the user's variables under the reserved ones."""
-        stream = (
-            time.strftime("%Y/%m/%d", time.gmtime()) + f"/[{self.version}]" + secrets.token_hex(16)
-        )
-        root = self.task_root
+    def sandbox_spec(
+        self, runtime_api: str, confined: bool, initialization_type: str = "on-demand"
+    ) -> SandboxSpec:
+        """The environment of spec §2.5, with the user's variables under the reserved ones.
+
+        `confined`: the runtime sees its code at /var/task (a sandbox mounts it there);
+        otherwise it runs where the code lies on the host.
+        """
+        day = time.strftime("%Y/%m/%d", time.gmtime())
+        stream = f"{day}/[{self.version}]{secrets.token_hex(16)}"
+        root = TASK_ROOT if confined else str(self.task_root)
+        sdk = self.runtime.sdk_path
         env = dict(self.environment)
         env.update(
             {
                 "AWS_LAMBDA_RUNTIME_API": runtime_api,
                 "_HANDLER": self.handler,
-                "LAMBDA_TASK_ROOT": str(self.task_root),
-                "LAMBDA_RUNTIME_DIR": str(self.runtime.sdk_path or self.task_root),
+                "LAMBDA_TASK_ROOT": root,
+                "LAMBDA_RUNTIME_DIR": str(sdk) if sdk else RUNTIME_DIR,
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_LAMBDA_FUNCTION_NAME": self.name,
@@ -68,14 +80,15 @@ class Blueprint:
                 "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
                 "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{root}:{root}/lib:/opt/lib",
                 "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+                "HOME": "/tmp" if confined else os.environ.get("HOME", "/tmp"),
             }
         )
         if self.log_level:
             env["AWS_LAMBDA_LOG_LEVEL"] = self.log_level
         if self.runtime.kind == "python":
             env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{self.runtime.name}"
-            if self.runtime.sdk_path is not None:
-                env["LAMINA_RUNTIME_PATH"] = str(self.runtime.sdk_path)
+            if sdk is not None:
+                env["LAMINA_RUNTIME_PATH"] = str(sdk)
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         # Placeholder credentials so the SDK inside the function can sign its calls. They carry
@@ -83,10 +96,16 @@ class Blueprint:
         env["AWS_ACCESS_KEY_ID"] = "ASIA" + secrets.token_hex(8).upper()
         env["AWS_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(30)
         env["AWS_SESSION_TOKEN"] = secrets.token_urlsafe(48)
+        custom = self.runtime.kind != "python"
         return SandboxSpec(
             argv=self.runtime.argv(self.task_root),
             cwd=str(self.task_root),
             env=env,
             memory_mb=self.memory_mb,
             ephemeral_mb=self.ephemeral_mb,
+            interpreter=self.runtime.interpreter or sys.executable,
+            exec_argv=[f"{TASK_ROOT}/bootstrap"] if custom else None,
+            task_root=str(self.task_root),
+            ro_binds=self.runtime.ro_binds(),
+            network=self.network,
         )

@@ -22,8 +22,9 @@ from lamina.observe.logs import timestamp
 from lamina.worker.runtime_api import Invocation, RuntimeApi, RuntimeReply, describe
 from lamina.worker.sandbox import Sandbox, SandboxSpec
 
-# Builds an instance's SandboxSpec once its Runtime API address ("host:port") is known.
-SpecFactory = Callable[[str], SandboxSpec]
+# Builds an instance's SandboxSpec once its Runtime API address ("host:port") is known; the flag
+# says whether the sandbox confines it (code at /var/task) or runs it as a plain process.
+SpecFactory = Callable[[str, bool], SandboxSpec]
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase of on-demand instances
 
@@ -110,10 +111,10 @@ class Instance:
 
     async def start(self) -> None:
         """Launch the runtime and wait until it asks for its first event (or fails)."""
-        self.api = RuntimeApi()
-        port = await self.api.listen()
-        spec = self._spec_factory(f"127.0.0.1:{port}")
         began = time.perf_counter()
+        self.api = RuntimeApi()
+        address = await self.api.listen(await self.sandbox.prepare())
+        spec = self._spec_factory(address, self.sandbox.confined)
         try:
             await self.sandbox.start(spec)
         except OSError as exc:  # e.g. the bootstrap is missing or not executable
@@ -173,6 +174,8 @@ class Instance:
             )
             return outcome
         assert self.api is not None
+        if self.state is State.IDLE:
+            self.sandbox.resume()
         self._transition(State.BUSY)
         self.invocations += 1
         loop = asyncio.get_running_loop()
@@ -208,7 +211,7 @@ class Instance:
             duration_ms = timeout_s * 1000
         elif reply.kind == "exit":
             reason = _exit_reason(self.sandbox.exited.result())
-            error_type = "Runtime.ExitError"
+            error_type = "Runtime.OutOfMemory" if self.sandbox.oom_killed() else "Runtime.ExitError"
             message = f"RequestId: {inv.request_id} Error: Runtime exited with error: {reason}"
             lines.append(f"{message}\n{error_type}")
             body, ctype, function_error = (
@@ -224,6 +227,7 @@ class Instance:
         if self.alive and reply.kind in ("response", "error"):
             self._transition(State.IDLE)
             self.idle_since = time.monotonic()
+            self.sandbox.pause()  # idle instances are frozen, as Lambda freezes them
         return Outcome(
             body,
             ctype,

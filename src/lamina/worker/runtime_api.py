@@ -63,12 +63,17 @@ class RuntimeApi:
         self.ready: asyncio.Future[RuntimeReply | None] = loop.create_future()
         self.port = 0
 
-    async def listen(self, host: str = "127.0.0.1") -> int:
-        self._server = await self._loop.create_server(
-            lambda: _Connection(self), host, 0, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+    async def listen(self, sock: socket.socket | None = None) -> str:
+        """Serve on `sock` (a listening socket a sandbox made for its instance), else on a
+        fresh loopback port; the `host:port` to hand the runtime as AWS_LAMBDA_RUNTIME_API."""
+        if sock is None:
+            self._server = await self._loop.create_server(
+                lambda: _Connection(self), "127.0.0.1", 0, reuse_address=True
+            )
+        else:
+            self._server = await self._loop.create_server(lambda: _Connection(self), sock=sock)
+        host, self.port = self._server.sockets[0].getsockname()[:2]
+        return f"{host}:{self.port}"
 
     def close(self) -> None:
         if self._server is not None:

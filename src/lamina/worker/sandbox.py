@@ -3,13 +3,17 @@
 A sandbox runs one instance's runtime program and reports on it. Every backend answers the same
 small contract, so the instance code above it never knows which one it has:
 
+- `prepare()` readies what the instance needs before it starts and returns the listening
+  socket its Runtime API must be served on (None: lamina picks a loopback port);
 - `start(spec)` launches the runtime (`spec.argv`, cwd `spec.cwd`, environment `spec.env`),
   with stdout and stderr merged into one log pipe;
 - `exited` is a future that resolves with the exit status (negative: killed by that signal);
 - `take_output()` returns what the runtime has written since the last call, reading the pipe
   to its current end first (so output written before a Runtime API reply is never late);
 - `stop()` kills everything the sandbox started and waits for it; calling it twice is harmless;
-- `stats()` reports the peak memory the instance used.
+- `pause()` / `resume()` freeze an idle instance and thaw it for its next invocation;
+- `stats()` reports the peak memory the instance used; `oom_killed()` whether it was killed for
+  exceeding its memory limit.
 
 The Runtime API channel is common to every backend (`runtime_api.py`), so "invoke" lives on
 the instance, not here. The process backend gives no isolation: it is what `--isolation
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,11 +36,19 @@ MAX_BUFFERED_OUTPUT = 1024 * 1024  # per invocation; older output beyond this is
 
 @dataclass(frozen=True, slots=True)
 class SandboxSpec:
+    """What to run. A plain process runs `argv` in `cwd`; a confined sandbox forks the runtime
+    from the zygote of `interpreter` and, for custom runtimes, execs `exec_argv` inside."""
+
     argv: list[str]
     cwd: str
     env: dict[str, str]
     memory_mb: int = 128
     ephemeral_mb: int = 512
+    interpreter: str | None = None
+    exec_argv: list[str] | None = None
+    task_root: str = ""  # the code on the host, mounted read-only at /var/task when confined
+    ro_binds: tuple[str, ...] = ()  # host paths the runtime needs, visible at the same path
+    network: str = "egress"  # or "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +59,16 @@ class SandboxStats:
 class Sandbox(Protocol):
     pid: int
     exited: asyncio.Future[int]
+    confined: bool  # True: the runtime sees its code at /var/task in its own root
 
+    async def prepare(self) -> socket.socket | None: ...
     async def start(self, spec: SandboxSpec) -> None: ...
     def take_output(self) -> bytes: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
     async def stop(self) -> None: ...
     def stats(self) -> SandboxStats: ...
+    def oom_killed(self) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -64,9 +82,22 @@ class ProcessSandbox:
     _out_fd: int = -1
     _pidfd: int = -1
     _peak_kb: int = 0
+    confined: bool = False
 
     def __post_init__(self) -> None:
         self.exited = asyncio.get_running_loop().create_future()
+
+    async def prepare(self) -> socket.socket | None:
+        return None
+
+    def pause(self) -> None:
+        """Plain processes are not frozen (there is no cgroup to freeze)."""
+
+    def resume(self) -> None:
+        """See pause()."""
+
+    def oom_killed(self) -> bool:
+        return False  # no memory limit is enforced on a plain process
 
     async def start(self, spec: SandboxSpec) -> None:
         loop = asyncio.get_running_loop()
