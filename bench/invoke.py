@@ -1,6 +1,6 @@
 """Benchmark of the invoke path; prints JSON. Same as `lamina bench`.
 
-    .venv/bin/python bench/invoke.py [--warm 2000] [--concurrency 16] [--cold 100]
+.venv/bin/python bench/invoke.py [--warm 2000] [--concurrency 16] [--cold 100]
 """
 
 import sys

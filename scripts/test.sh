@@ -8,6 +8,8 @@ PY=${PYTHON:-python3}
 if ! command -v curl >/dev/null; then
   apt-get update -qq && apt-get install -y -qq curl
 fi
+# Sandboxes get egress beyond the host through iptables NAT (lamina also works without it).
+if ! command -v iptables >/dev/null; then apt-get update -qq && apt-get install -y -qq iptables; fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -84,9 +84,10 @@ def _zip(source: str) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _create(client: RawClient, name: str, code_b64: str) -> None:
+def _create(client: RawClient, name: str, code_b64: str, memory: int) -> None:
     body = json.dumps(
         {
+            "MemorySize": memory,
             "FunctionName": name,
             "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
             "Handler": "app.handler",
@@ -106,7 +107,7 @@ def _invoke_path(name: str) -> str:
 def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     client = RawClient(host, port)
     code = _zip(NOOP)
-    _create(client, "bench-noop", code)
+    _create(client, "bench-noop", code, args.memory)
     path = _invoke_path("bench-noop")
 
     health = []
@@ -155,7 +156,7 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     cold, init = [], []
     for i in range(args.cold):
         name = f"bench-cold-{i}"
-        _create(client, name, code)
+        _create(client, name, code, args.memory)
         t = time.perf_counter()
         status, hdrs, _ = client.request(
             "POST", _invoke_path(name), b"{}", {"X-Amz-Log-Type": "Tail"}
@@ -168,6 +169,7 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     client.close()
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "function": {"runtime": "python", "memory_mb": args.memory, "isolation": args.isolation},
         "baseline_health_ms": _summary(health),
         "warm_ms": _summary(warm),
         "throughput": {
@@ -185,6 +187,7 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="lamina-bench-") as data:
         argv = [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", data]
+        argv += ["--isolation", args.isolation]
         env = {**os.environ, "LAMINA_LOG_LEVEL": "warning"}
         proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
         try:

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput-seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--cold", type=int, default=100, help="forced cold starts")
+    p.add_argument("--memory", type=int, default=1769, help="MemorySize of the bench functions")
+    p.add_argument("--isolation", default="namespaces", help="namespaces or process")
     return parser
 
 

@@ -29,7 +29,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", str, "~/.lamina", "where metadata, code packages and logs are kept"),
     Setting("account_id", str, "000000000000", "the AWS account id used in ARNs"),
     Setting("region", str, "us-east-1", "the AWS region used in ARNs"),
-    Setting("isolation", str, "process", "sandbox backend for instances: process"),
+    Setting(
+        "isolation",
+        str,
+        "namespaces",
+        "how instances are isolated: namespaces (zygote-forked sandboxes with their own "
+        "namespaces, cgroup, root, uid and seccomp filter; needs root) or process (plain "
+        "processes, no isolation)",
+    ),
     Setting(
         "idle_timeout", float, 300.0, "seconds an idle instance is kept warm before it is reaped"
     ),
@@ -50,7 +57,7 @@ class Settings:
     data_dir: str = "~/.lamina"
     account_id: str = "000000000000"
     region: str = "us-east-1"
-    isolation: str = "process"
+    isolation: str = "namespaces"
     idle_timeout: float = 300.0
     runtimes: str = ""
     log_level: str = "info"

@@ -22,6 +22,7 @@ from lamina.invoke.router import Invoker
 from lamina.runtimes.registry import RuntimeRegistry, sdk_path
 from lamina.store.code import CodeStore
 from lamina.store.metadata import MetadataStore
+from lamina.worker.isolated import IsolatedSandbox, IsolationHost, IsolationUnavailable
 from lamina.worker.pool import Pool
 from lamina.worker.sandbox import ProcessSandbox
 
@@ -38,6 +39,7 @@ class Platform:
     pool: Pool
     invoker: Invoker
     credentials: Credentials
+    isolation: IsolationHost | None = None  # None: instances are plain processes
     started: float = field(default_factory=time.time)
     _url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _stopped: bool = False
@@ -46,15 +48,15 @@ class Platform:
     def build(cls, settings: Settings) -> Platform:
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
-        if settings.isolation != "process":
-            raise SystemExit(
-                f"lamina: isolation '{settings.isolation}' is not available in this build; "
-                "use --isolation process"
-            )
         metadata = MetadataStore.open(data)
         code = CodeStore(data / "code")
         runtimes = RuntimeRegistry(settings.runtime_overrides(), sdk_path(data / "runtime"))
-        pool = Pool(ProcessSandbox, settings.idle_timeout)
+        isolation = _isolation(settings)
+        if isolation is None:
+            pool = Pool(lambda _bp: ProcessSandbox(), settings.idle_timeout)
+        else:
+            host = isolation
+            pool = Pool(lambda bp: IsolatedSandbox(host, bp.network), settings.idle_timeout)
         functions = Functions(settings, metadata, code, runtimes, pool.retire)
         return cls(
             settings=settings,
@@ -65,16 +67,20 @@ class Platform:
             pool=pool,
             invoker=Invoker(functions, pool),
             credentials=load_or_create(data),
+            isolation=isolation,
         )
 
     def start(self) -> None:
         """Start the background parts (needs a running event loop)."""
         self.pool.start()
         self.invoker.start()
-        log.warning(
-            "isolation: process — instances run as plain processes with no sandboxing "
-            "(hardened sandboxes are not in this build)"
-        )
+        if self.isolation is None:
+            log.warning(
+                "isolation: process — instances run as plain processes: NO namespaces, cgroups "
+                "or seccomp (started with --isolation process)"
+            )
+        else:
+            log.info("isolation: namespaces — %s", self.isolation.summary())
 
     async def stop(self) -> None:
         if self._stopped:
@@ -82,7 +88,9 @@ class Platform:
         self._stopped = True
         await self.invoker.drain()  # 1. stop accepting events, finish what is running
         await self.pool.shutdown()  # 2. stop every instance
-        self.metadata.close()  # 3. close the store
+        if self.isolation is not None:  # 3. zygotes, network namespaces, cgroup parents
+            await self.isolation.close()
+        self.metadata.close()  # 4. close the store
 
     # -- presigned code download URLs (GetFunction's Code.Location) ----------------------------
 
@@ -109,7 +117,12 @@ class Platform:
             "status": "ok",
             "version": __import__("lamina").__version__,
             "isolation": self.settings.isolation,
-            "isolation_note": "instances are plain processes without sandboxing",
+            "isolation_note": (
+                "instances are plain processes: no namespaces, cgroups or seccomp"
+                if self.isolation is None
+                else self.isolation.summary()
+            ),
+            "sandbox": self.isolation.describe() if self.isolation is not None else None,
             "auth": "not enforced (arrives with the security model)",
             "uptime_s": round(time.time() - self.started, 3),
             "functions": len(self.functions.names()),
@@ -122,3 +135,24 @@ class Platform:
             "invocations": self.invoker.stats(),
             "runtimes": self.runtimes.available(),
         }
+
+
+def _isolation(settings: Settings) -> IsolationHost | None:
+    """The sandbox host for `--isolation namespaces`; None for `process`. Never silently weaker:
+    a host that cannot isolate makes lamina refuse to start, saying what is missing."""
+    if settings.isolation == "process":
+        return None
+    if settings.isolation != "namespaces":
+        raise SystemExit(
+            f"lamina: unknown isolation '{settings.isolation}': use namespaces (the default) "
+            "or process"
+        )
+    try:
+        host = IsolationHost.probe()
+    except IsolationUnavailable as exc:
+        raise SystemExit(
+            f"lamina: cannot isolate function instances on this host: {exc}.\n"
+            "Start with --isolation process to run them as plain processes, without isolation."
+        ) from None
+    host.start()
+    return host

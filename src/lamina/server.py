@@ -65,6 +65,20 @@ def serve(settings: Settings) -> int:
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}"
     platform = Platform.build(settings)
+    sockets = [sock]
+    if platform.isolation is not None:
+        # Instances live in their own network namespaces; they reach lamina at the host address
+        # every sandbox routes to, on the same port.
+        inner = platform.isolation.endpoint_address
+        try:
+            sockets.append(_bind(inner, port))
+        except OSError as exc:
+            print(f"lamina: cannot listen on {inner}:{port} for instances: {exc}", file=sys.stderr)
+            return 1
+        platform.functions.endpoint_url = f"http://{inner}:{port}"
+    else:
+        local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        platform.functions.endpoint_url = f"http://{local}:{port}"
     app = build_app(platform)
 
     @contextlib.asynccontextmanager
@@ -88,7 +102,7 @@ def serve(settings: Settings) -> int:
     server = _Server(config)
 
     async def main() -> None:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        serving = asyncio.ensure_future(server.serve(sockets=sockets))
         while not server.started and not serving.done():  # noqa: ASYNC110 (no event to wait on)
             await asyncio.sleep(0.005)
         if server.started:

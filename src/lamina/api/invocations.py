@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina.api.render import json_response
-from lamina.api.requests import base_url, path_param, read_body
+from lamina.api.requests import path_param, read_body
 from lamina.invoke.router import MAX_SYNC_PAYLOAD, InvokeRequest
 from lamina.platform import Platform
 
@@ -25,7 +25,6 @@ async def invoke(request: Request) -> Response:
         log_type=headers.get("x-amz-log-type", "None"),
         client_context=headers.get("x-amz-client-context"),
         trace_id=headers.get("x-amzn-trace-id"),
-        endpoint_url=base_url(request),
     )
     result = await platform.invoker.invoke(req)
     out_headers = {"x-amzn-RequestId": result.request_id, **result.headers}
@@ -39,7 +38,6 @@ async def invoke_async(request: Request) -> Response:
         function_name=path_param(request, "name"),
         payload=await read_body(request, MAX_INVOKE_ASYNC_PAYLOAD),
         invocation_type="Event",
-        endpoint_url=base_url(request),
     )
     result = await platform.invoker.invoke(req)
     return json_response({"Status": 202}, 202, result.request_id)

@@ -29,23 +29,8 @@ from lamina.store.metadata import FunctionRecord, MetadataStore
 from lamina.types import LATEST, FunctionRef, function_arn, parse_function_name, valid_qualifier
 from lamina.worker.blueprint import Blueprint
 
-_CONFIG_KEYS = (
-    "Runtime",
-    "Handler",
-    "Role",
-    "Description",
-    "Timeout",
-    "MemorySize",
-    "Environment",
-    "EphemeralStorage",
-    "Architectures",
-    "LoggingConfig",
-    "TracingConfig",
-    "DeadLetterConfig",
-    "KMSKeyArn",
-    "Layers",
-    "VpcConfig",
-)
+# A function tagged `lamina:network=none` gets no network at all (loopback only).
+NETWORK_TAG = "lamina:network"
 
 
 def _now_iso() -> str:
@@ -83,6 +68,8 @@ class Functions:
         }
         self._blueprints: dict[str, Blueprint] = {}
         self._lock = asyncio.Lock()
+        # The lamina API as instances reach it (AWS_ENDPOINT_URL); set once the server listens.
+        self.endpoint_url: str | None = None
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -343,18 +330,29 @@ class Functions:
         merged = check.tags({**rec.tags, **check.tags(tags)})
         if len(merged) > 50:
             raise InvalidParameterValueException("A function can have at most 50 tags")
-        self.metadata.set_tags(rec.name, merged)
-        rec.tags = merged
+        self._set_tags(rec, merged)
 
     def untag(self, arn: str, keys: list[str]) -> None:
         rec = self._by_arn(arn)
         remaining = {k: v for k, v in rec.tags.items() if k not in keys}
-        self.metadata.set_tags(rec.name, remaining)
-        rec.tags = remaining
+        self._set_tags(rec, remaining)
+
+    def _set_tags(self, rec: FunctionRecord, tags: dict[str, str]) -> None:
+        network = tags.get(NETWORK_TAG, "egress")
+        if network not in ("egress", "none"):
+            raise InvalidParameterValueException(
+                f"Tag {NETWORK_TAG} must be 'none' (no network) or 'egress', not '{network}'"
+            )
+        changed = network != rec.tags.get(NETWORK_TAG, "egress")
+        self.metadata.set_tags(rec.name, tags)
+        rec.tags = tags
+        if changed:  # running instances keep the network they started with: retire them
+            self._blueprints.pop(rec.name, None)
+            self._on_change(rec.name)
 
     # -- what the worker needs -----------------------------------------------------------------
 
-    def blueprint(self, rec: FunctionRecord, endpoint_url: str | None) -> Blueprint:
+    def blueprint(self, rec: FunctionRecord) -> Blueprint:
         bp = self._blueprints.get(rec.name)
         if bp is not None and bp.revision_id == rec.revision_id:
             return bp
@@ -375,7 +373,8 @@ class Functions:
             ephemeral_mb=(c.get("EphemeralStorage") or {}).get("Size", 512),
             log_format=logging.get("LogFormat", "Text"),
             log_level=logging.get("ApplicationLogLevel"),
-            endpoint_url=endpoint_url,
+            endpoint_url=self.endpoint_url,
+            network=rec.tags.get(NETWORK_TAG, "egress"),
         )
         self._blueprints[rec.name] = bp
         return bp

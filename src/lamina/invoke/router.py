@@ -53,7 +53,6 @@ class InvokeRequest:
     log_type: str = LogType.NONE
     client_context: str | None = None  # base64, as the X-Amz-Client-Context header carries it
     trace_id: str | None = None
-    endpoint_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -112,7 +111,7 @@ class Invoker:
         client_context = _client_context(req.client_context)
         if itype is InvocationType.DRY_RUN:
             return InvokeResult(204, request_id=str(uuid.uuid4()))
-        bp = self.functions.blueprint(rec, req.endpoint_url)
+        bp = self.functions.blueprint(rec)
         inv = self._invocation(rec, qualifier, payload, req, client_context)
         if itype is InvocationType.EVENT:
             if self._closing:

@@ -54,18 +54,7 @@ class RuntimeSpec:
     kind: str  # "python" | "provided"
     interpreter: str | None
     sdk_path: Path | None = None  # where `import boto3` comes from, when this runtime can use it
-
-    def ro_binds(self) -> tuple[str, ...]:
-        """Host paths a confined instance of this runtime needs, visible at the same path."""
-        binds: list[str] = []
-        if self.interpreter is not None:
-            prefix = Path(self.interpreter).resolve().parent.parent
-            if not str(prefix).startswith(("/usr", "/bin", "/lib")):
-                binds.append(str(prefix))
-        if self.sdk_path is not None:
-            binds.append(str(self.sdk_path))
-            binds += sorted({str(p.resolve()) for p in self.sdk_path.iterdir() if p.is_symlink()})
-        return tuple(binds)
+    ro_binds: tuple[str, ...] = ()  # host paths a confined instance needs, at the same path
 
     def argv(self, task_root: Path) -> list[str]:
         if self.kind == "python":
@@ -98,7 +87,7 @@ class RuntimeRegistry:
             )
         minor = int(name.removeprefix("python3."))
         sdk = self._sdk if minor >= self._sdk_min_minor else None
-        return RuntimeSpec(name, "python", interpreter, sdk)
+        return RuntimeSpec(name, "python", interpreter, sdk, _ro_binds(interpreter, sdk))
 
     def available(self) -> list[str]:
         pythons = [n for n in PYTHON_RUNTIMES if self.interpreter_for(n)]
@@ -128,6 +117,19 @@ class RuntimeRegistry:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
         return None
+
+
+def _ro_binds(interpreter: str, sdk: Path | None) -> tuple[str, ...]:
+    """What a confined instance needs from the host: the interpreter's installation and the SDK
+    (whose entries are symlinks into lamina's environment), each visible at the same path."""
+    binds: list[str] = []
+    prefix = Path(interpreter).resolve().parent.parent
+    if not str(prefix).startswith(("/usr", "/bin", "/lib")):
+        binds.append(str(prefix))
+    if sdk is not None:
+        binds.append(str(sdk))
+        binds += sorted({str(p.resolve()) for p in sdk.iterdir() if p.is_symlink()})
+    return tuple(binds)
 
 
 def sdk_min_minor() -> int:

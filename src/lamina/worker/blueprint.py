@@ -42,7 +42,7 @@ class Blueprint:
 
     @property
     def key(self) -> str:
-        return f"{self.name}:{self.version}:{self.revision_id}"
+        return f"{self.name}:{self.version}:{self.revision_id}:{self.network}"
 
     def log_group(self) -> str:
         return f"/aws/lambda/{self.name}"
@@ -106,6 +106,6 @@ class Blueprint:
             interpreter=self.runtime.interpreter or sys.executable,
             exec_argv=[f"{TASK_ROOT}/bootstrap"] if custom else None,
             task_root=str(self.task_root),
-            ro_binds=self.runtime.ro_binds(),
+            ro_binds=self.runtime.ro_binds,
             network=self.network,
         )

@@ -32,7 +32,9 @@ class PoolStats:
 
 
 class Pool:
-    def __init__(self, sandbox_factory: Callable[[], Sandbox], idle_timeout: float) -> None:
+    def __init__(
+        self, sandbox_factory: Callable[[Blueprint], Sandbox], idle_timeout: float
+    ) -> None:
         self._sandbox_factory = sandbox_factory
         self.idle_timeout = idle_timeout
         self._idle: dict[str, list[Instance]] = {}
@@ -68,7 +70,7 @@ class Pool:
     async def _start_instance(self, bp: Blueprint) -> Instance:
         if self._closed.is_set():
             raise RuntimeError("the instance pool is shut down")
-        inst = Instance(bp.key, self._sandbox_factory(), bp.sandbox_spec)
+        inst = Instance(bp.key, self._sandbox_factory(bp), bp.sandbox_spec)
         self._all.add(inst)
         self.cold_starts += 1
         await inst.start()

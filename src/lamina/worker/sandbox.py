@@ -71,18 +71,67 @@ class Sandbox(Protocol):
     def oom_killed(self) -> bool: ...
 
 
+class LogPipe:
+    """The read end of an instance's stdout+stderr pipe, drained by the event loop."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._out = bytearray()
+        os.set_blocking(fd, False)
+        asyncio.get_running_loop().add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        while self.fd >= 0:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                asyncio.get_running_loop().remove_reader(self.fd)
+                return
+            self._out += chunk
+            if len(self._out) > MAX_BUFFERED_OUTPUT:
+                del self._out[: len(self._out) - MAX_BUFFERED_OUTPUT]
+
+    def take(self) -> bytes:
+        """Everything written so far, reading the pipe to its current end first."""
+        self._read()
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_peak_kb(pid: int) -> int:
+    """VmHWM of a live process, in KiB (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 @dataclass(slots=True)
 class ProcessSandbox:
     """A runtime as a child process in its own session (so its whole group can be killed)."""
 
     pid: int = 0
     exited: asyncio.Future[int] = field(init=False)
+    confined: bool = False
     _proc: subprocess.Popen[bytes] | None = None
-    _out: bytearray = field(default_factory=bytearray)
-    _out_fd: int = -1
+    _log: LogPipe | None = None
     _pidfd: int = -1
     _peak_kb: int = 0
-    confined: bool = False
 
     def __post_init__(self) -> None:
         self.exited = asyncio.get_running_loop().create_future()
@@ -100,59 +149,41 @@ class ProcessSandbox:
         return False  # no memory limit is enforced on a plain process
 
     async def start(self, spec: SandboxSpec) -> None:
-        loop = asyncio.get_running_loop()
-        # Popen (vfork + exec) takes about a millisecond; asyncio's subprocess adds a watcher.
-        self._proc = subprocess.Popen(  # noqa: ASYNC220
-            spec.argv,
-            cwd=spec.cwd,
-            env=spec.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        try:
+            # Popen (vfork + exec) takes about a millisecond; asyncio's subprocess adds a watcher.
+            self._proc = subprocess.Popen(  # noqa: ASYNC220
+                spec.argv,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=write_fd,
+                stderr=write_fd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         self.pid = self._proc.pid
-        assert self._proc.stdout is not None
-        self._out_fd = self._proc.stdout.fileno()
-        os.set_blocking(self._out_fd, False)
-        loop.add_reader(self._out_fd, self._read)
+        self._log = LogPipe(read_fd)
         self._pidfd = os.pidfd_open(self.pid)
-        loop.add_reader(self._pidfd, self._on_exit)
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self._out_fd, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                chunk = b""
-            if not chunk:
-                asyncio.get_running_loop().remove_reader(self._out_fd)
-                return
-            self._out += chunk
-            if len(self._out) > MAX_BUFFERED_OUTPUT:
-                del self._out[: len(self._out) - MAX_BUFFERED_OUTPUT]
+        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
 
     def take_output(self) -> bytes:
-        if self._out_fd >= 0 and self._proc is not None and self._proc.stdout is not None:
-            self._read()
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+        return self._log.take() if self._log is not None else b""
 
     def _on_exit(self) -> None:
         assert self._proc is not None
-        self._sample_memory()
+        self._peak_kb = max(self._peak_kb, read_peak_kb(self.pid))
         code = self._proc.poll()
         if code is None:
             return
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(self._pidfd)
+        asyncio.get_running_loop().remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
-        self._read()
         if not self.exited.done():
             self.exited.set_result(code)
 
@@ -163,25 +194,11 @@ class ProcessSandbox:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGKILL)
             await asyncio.shield(self.exited)
-        loop = asyncio.get_running_loop()
-        if self._out_fd >= 0:
-            loop.remove_reader(self._out_fd)
-            self._out_fd = -1
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
         self._proc = None
-
-    def _sample_memory(self) -> None:
-        try:
-            with open(f"/proc/{self.pid}/status", "rb") as fh:
-                for line in fh:
-                    if line.startswith(b"VmHWM:"):
-                        self._peak_kb = max(self._peak_kb, int(line.split()[1]))
-                        return
-        except (OSError, ValueError):
-            return
 
     def stats(self) -> SandboxStats:
         if not self.exited.done():
-            self._sample_memory()
+            self._peak_kb = max(self._peak_kb, read_peak_kb(self.pid))
         return SandboxStats(max_memory_mb=max(1, (self._peak_kb + 1023) // 1024))

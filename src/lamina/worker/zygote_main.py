@@ -123,7 +123,7 @@ def _instance(request, log_fd, pid_w):
             os.write(pid_w, str(inner).encode())
             os._exit(0)
         os.close(pid_w)
-        confine.confine(request["spec"])
+        confine.confine(request["prepared"])
         os.environ.clear()
         os.environ.update(request["env"])
         argv = request.get("exec")
@@ -133,7 +133,7 @@ def _instance(request, log_fd, pid_w):
             except OSError as exc:
                 os.write(2, ("lamina: cannot exec %s: %s\n" % (argv[0], exc)).encode())
                 os._exit(127)
-        gc.unfreeze()
+        sys.argv[1:] = []  # the bootstrap would read a handler from argv; ours is the fd
         bootstrap.main()
         status = 0
     except SystemExit as exc:
@@ -151,6 +151,12 @@ def _spawn(sock, request, fds):
         os.close(extra)
     if log_fd is None:
         _send(sock, {"op": "failed", "id": request.get("id"), "error": "no log fd"})
+        return
+    try:
+        request["prepared"] = confine.prepare(request["spec"])  # checked before forking
+    except Exception as exc:
+        os.close(log_fd)
+        _send(sock, {"op": "failed", "id": request["id"], "error": str(exc)})
         return
     pid_r, pid_w = os.pipe()
     pid = os.fork()
