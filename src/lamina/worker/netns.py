@@ -67,6 +67,42 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lamina.worker.netlink import (
+    FR_ACT_TO_TBL,
+    FR_ACT_UNREACHABLE,
+    FRA_DST,
+    FRA_IIFNAME,
+    FRA_PRIORITY,
+    FRA_PROTOCOL,
+    FRA_SRC,
+    IFINFO,
+    IFLA_IFALIAS,
+    IFLA_LINK,
+    NLM_F_CREATE,
+    NLM_F_EXCL,
+    NO_IPV6,
+    RT_TABLE_MAIN,
+    RTM_DELADDR,
+    RTM_DELRULE,
+    RTM_GETRULE,
+    RTM_NEWLINK,
+    RTM_NEWRULE,
+    RTMSG,
+    Msg,
+    Netlink,
+    addr_body,
+    attr,
+    default_route,
+    ifinfo,
+    mac,
+    new_addr,
+    new_neigh,
+    new_veth,
+    parse_attrs,
+    set_link,
+    text,
+)
+
 log = logging.getLogger("lamina.netns")
 
 Kind = Literal["egress", "none"]
@@ -115,7 +151,7 @@ def _inside(ns_fd: int) -> Iterator[None]:
         os.close(home)
 
 
-def _new_namespace() -> tuple[int, _Netlink]:
+def _new_namespace() -> tuple[int, Netlink]:
     """A fresh network namespace: its fd and a netlink socket inside it."""
     home = _open_current()
     try:
@@ -123,7 +159,7 @@ def _new_namespace() -> tuple[int, _Netlink]:
         try:
             fd = _open_current()
             try:
-                nl = _Netlink()
+                nl = Netlink()
             except BaseException:
                 os.close(fd)
                 raise
@@ -132,239 +168,6 @@ def _new_namespace() -> tuple[int, _Netlink]:
     finally:
         os.close(home)
     return fd, nl
-
-
-# -- rtnetlink: just the requests this module makes ---------------------------------------------
-
-_NLMSG = struct.Struct("=IHHII")
-_IFINFO = struct.Struct("=BxHiII")
-_IFADDR = struct.Struct("=BBBBI")
-_RTMSG = struct.Struct("=BBBBBBBBI")
-_ATTR = struct.Struct("=HH")
-_ERR = struct.Struct("=i")
-_NDMSG = struct.Struct("=BxxxiHBB")
-
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x2, 0x4, 0x8
-NLM_F_DUMP, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x300, 0x100, 0x200, 0x400
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_NEWNEIGH = 20, 21, 22, 24, 28
-RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_LINKINFO, IFLA_IFALIAS = 1, 3, 5, 18, 20
-IFLA_AF_SPEC, IFLA_NET_NS_FD = 26, 28
-IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
-RTA_OIF, RTA_GATEWAY = 4, 5
-IFF_UP = 0x1
-NDA_DST, NDA_LLADDR, NUD_PERMANENT = 1, 2, 0x80
-RT_TABLE_MAIN, RTPROT_STATIC, RTN_UNICAST, RTNH_F_ONLINK = 254, 4, 1, 4
-NLA_F_NESTED = 0x8000
-FRA_DST, FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_TABLE, FRA_PROTOCOL = 1, 2, 3, 6, 15, 21
-FR_ACT_TO_TBL, FR_ACT_UNREACHABLE = 1, 7
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    size = _ATTR.size + len(payload)
-    return _ATTR.pack(size, kind) + payload + b"\0" * (-size % 4)
-
-
-def _nested(kind: int, *attrs: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, b"".join(attrs))
-
-
-def _text(kind: int, value: str) -> bytes:
-    return _attr(kind, value.encode() + b"\0")
-
-
-def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while offset + _ATTR.size <= len(data):
-        size, kind = _ATTR.unpack_from(data, offset)
-        if size < _ATTR.size:
-            break
-        out[kind & ~NLA_F_NESTED] = data[offset + _ATTR.size : offset + size]
-        offset += (size + 3) & ~3
-    return out
-
-
-def _cstr(value: bytes | None) -> str:
-    return value.split(b"\0", 1)[0].decode(errors="replace") if value else ""
-
-
-def _ifinfo(index: int = 0, up: bool = False) -> bytes:
-    return _IFINFO.pack(socket.AF_UNSPEC, 0, index, IFF_UP if up else 0, IFF_UP if up else 0)
-
-
-def _addr_body(index: int, address: str, prefix: int, label: str = "") -> bytes:
-    raw = socket.inet_aton(address)
-    body = _IFADDR.pack(socket.AF_INET, prefix, 0, 0, index)
-    return (
-        body
-        + _attr(IFA_LOCAL, raw)
-        + _attr(IFA_ADDRESS, raw)
-        + (_text(IFA_LABEL, label) * bool(label))
-    )
-
-
-_Msg = tuple[int, int, bytes]
-_NEW = NLM_F_CREATE | NLM_F_REPLACE
-_NO_IPV6 = _nested(
-    IFLA_AF_SPEC,
-    _nested(socket.AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes([IN6_ADDR_GEN_MODE_NONE]))),
-)
-
-
-def _set_link(index: int, *attrs: bytes, up: bool = False) -> _Msg:
-    return RTM_NEWLINK, 0, _ifinfo(index, up) + b"".join(attrs)
-
-
-def _new_addr(index: int, address: str, prefix: int, label: str = "") -> _Msg:
-    return RTM_NEWADDR, _NEW, _addr_body(index, address, prefix, label)
-
-
-def _new_neigh(index: int, address: str, mac: bytes) -> _Msg:
-    """A permanent neighbour entry: no ARP, and nothing in the kernel's neighbour table, which
-    every namespace shares and which overflows at gc_thresh3 (1,024) entries."""
-    body = _NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0)
-    return (
-        RTM_NEWNEIGH,
-        _NEW,
-        body + _attr(NDA_DST, socket.inet_aton(address)) + _attr(NDA_LLADDR, mac),
-    )
-
-
-def _default_route(gateway: str, index: int) -> _Msg:
-    body = _RTMSG.pack(
-        socket.AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, 0, RTN_UNICAST, RTNH_F_ONLINK
-    )
-    body += _attr(RTA_GATEWAY, socket.inet_aton(gateway)) + _attr(RTA_OIF, struct.pack("=I", index))
-    return RTM_NEWROUTE, _NEW, body
-
-
-def _new_veth(name: str, mac: bytes, peer_mac: bytes, peer_ns: int) -> _Msg:
-    """A veth `name` here whose peer is `eth0` in the namespace `peer_ns`; made down (made up,
-    it fails with ENOTCONN), so IPv6 can be turned off before it comes up."""
-    peer = _ifinfo() + _text(IFLA_IFNAME, "eth0") + _attr(IFLA_ADDRESS, peer_mac)
-    peer += _attr(IFLA_NET_NS_FD, struct.pack("=I", peer_ns))
-    info = _nested(IFLA_INFO_DATA, _nested(VETH_INFO_PEER, peer))
-    body = _ifinfo() + _text(IFLA_IFNAME, name) + _attr(IFLA_ADDRESS, mac)
-    body += _nested(IFLA_LINKINFO, _text(IFLA_INFO_KIND, "veth"), info)
-    return RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, body
-
-
-def _mac(address: ipaddress.IPv4Address) -> bytes:
-    return b"\x02\x00" + address.packed  # locally administered, unique as the address is
-
-
-class _Netlink:
-    """A NETLINK_ROUTE socket, bound to the namespace of the thread that made it.
-
-    `request` sends a batch in one write, each message acked, and raises the first error
-    once every ack is in; not thread-safe (callers hold a lock or own the socket)."""
-
-    def __init__(self, protocol: int = socket.NETLINK_ROUTE) -> None:
-        self.sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol
-        )
-        self.sock.bind((0, 0))
-        self.sock.settimeout(10)  # the kernel answers at once; never hang on it
-        self._seq = 0
-        self._buf = bytearray(1 << 16)  # the kernel caps a netlink message batch at 32 KiB
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(self, messages: Sequence[tuple[int, int, bytes]]) -> list[tuple[int, bytes]]:
-        """Send (type, flags, body) messages; return what the kernel sent besides acks."""
-        out = bytearray()
-        pending: dict[int, int] = {}
-        for index, (kind, flags, body) in enumerate(messages):
-            self._seq += 1
-            pending[self._seq] = index
-            out += (
-                _NLMSG.pack(
-                    _NLMSG.size + len(body), kind, flags | NLM_F_REQUEST | NLM_F_ACK, self._seq, 0
-                )
-                + body
-            )
-        self.sock.send(out)
-        replies: list[tuple[int, bytes]] = []
-        failure: tuple[int, int] | None = None
-        while pending:
-            for kind, seq, body in self._receive():
-                if kind == NLMSG_ERROR:
-                    (code,) = _ERR.unpack_from(body)
-                    if seq in pending:
-                        index = pending.pop(seq)
-                        if code and failure is None:
-                            failure = (index, -code)
-                elif seq in pending:
-                    replies.append((kind, body))
-        if failure is not None:
-            index, code = failure
-            raise OSError(code, f"netlink request {index}: {os.strerror(code)}")
-        return replies
-
-    def dump(self, kind: int, body: bytes) -> list[bytes]:
-        self._seq += 1
-        seq = self._seq
-        self.sock.send(
-            _NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-        )
-        out: list[bytes] = []
-        while True:
-            for reply, reply_seq, data in self._receive():
-                if reply_seq != seq:
-                    continue
-                if reply == NLMSG_DONE:
-                    return out
-                if reply == NLMSG_ERROR:
-                    (code,) = _ERR.unpack_from(data)
-                    raise OSError(-code, f"netlink dump: {os.strerror(-code)}")
-                out.append(data)
-
-    def _receive(self) -> Iterator[tuple[int, int, bytes]]:
-        size = self.sock.recv_into(self._buf)
-        data = bytes(self._buf[:size])
-        offset = 0
-        while offset + _NLMSG.size <= size:
-            length, kind, _flags, seq, _pid = _NLMSG.unpack_from(data, offset)
-            if length < _NLMSG.size:
-                break
-            yield kind, seq, data[offset + _NLMSG.size : offset + length]
-            offset += (length + 3) & ~3
-
-    # -- the few things lamina asks for ------------------------------------------------------
-
-    def links(self) -> list[tuple[int, str, str]]:
-        """(index, name, alias) of every device."""
-        out = []
-        for data in self.dump(RTM_GETLINK, _ifinfo()):
-            _family, _type, index, _flags, _change = _IFINFO.unpack_from(data)
-            attrs = _attrs(data, _IFINFO.size)
-            out.append((index, _cstr(attrs.get(IFLA_IFNAME)), _cstr(attrs.get(IFLA_IFALIAS))))
-        return out
-
-    def addresses(self) -> list[tuple[int, int, str, str]]:
-        """(index, prefix, address, label) of every IPv4 address."""
-        out = []
-        for data in self.dump(RTM_GETADDR, _IFADDR.pack(socket.AF_INET, 0, 0, 0, 0)):
-            _family, prefix, _flags, _scope, index = _IFADDR.unpack_from(data)
-            attrs = _attrs(data, _IFADDR.size)
-            local = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS) or b"\0\0\0\0"
-            out.append((index, prefix, socket.inet_ntoa(local[:4]), _cstr(attrs.get(IFA_LABEL))))
-        return out
-
-    def delete_link(self, index: int) -> None:
-        try:
-            self.request([(RTM_DELLINK, 0, _ifinfo(index))])
-        except OSError as exc:
-            if exc.errno != errno.ENODEV:
-                raise
-
-
-# -- owners: which lamina processes are alive ----------------------------------------------------
 
 
 def _live_owners() -> set[str]:
@@ -404,12 +207,12 @@ _FORWARD_RULES = (
 _CHAINS = (("filter", FORWARD_CHAIN, "FORWARD"), ("nat", NAT_CHAIN, "POSTROUTING"))
 
 
-def _rule(priority: int, action: int, src: str = "", dst: str = "", iif: str = "") -> _Msg:
+def _rule(priority: int, action: int, src: str = "", dst: str = "", iif: str = "") -> Msg:
     """A routing-policy rule for IPv4 prefixes `src`/`dst`."""
     src_net = ipaddress.IPv4Network(src) if src else None
     dst_net = ipaddress.IPv4Network(dst) if dst else None
     table = RT_TABLE_MAIN if action == FR_ACT_TO_TBL else 0
-    body = _RTMSG.pack(
+    body = RTMSG.pack(
         socket.AF_INET,
         dst_net.prefixlen if dst_net else 0,
         src_net.prefixlen if src_net else 0,
@@ -420,14 +223,14 @@ def _rule(priority: int, action: int, src: str = "", dst: str = "", iif: str = "
         action,
         0,
     )
-    body += _attr(FRA_PRIORITY, struct.pack("=I", priority)) + _attr(FRA_PROTOCOL, b"\xd5")
-    body += _attr(FRA_SRC, src_net.network_address.packed) if src_net else b""
-    body += _attr(FRA_DST, dst_net.network_address.packed) if dst_net else b""
-    body += _text(FRA_IIFNAME, iif) if iif else b""
+    body += attr(FRA_PRIORITY, struct.pack("=I", priority)) + attr(FRA_PROTOCOL, b"\xd5")
+    body += attr(FRA_SRC, src_net.network_address.packed) if src_net else b""
+    body += attr(FRA_DST, dst_net.network_address.packed) if dst_net else b""
+    body += text(FRA_IIFNAME, iif) if iif else b""
     return RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL, body
 
 
-def _routing_rules(subnet: str, egress: bool) -> list[_Msg]:
+def _routing_rules(subnet: str, egress: bool) -> list[Msg]:
     """Rules that keep sandboxes apart whatever `ip_forward` says (another tool may have turned
     it on). What the host itself sends to a sandbox routes as usual (so do reverse-path
     checks); sandbox-to-sandbox is unreachable; without egress beyond the host, so is whatever
@@ -485,7 +288,7 @@ def _install_nat(subnet: str) -> None:
             fh.write("1")
 
 
-def _remove_shared(nl: _Netlink) -> None:
+def _remove_shared(nl: Netlink) -> None:
     """Remove what every lamina on the host shares: forwarding back as it was, the iptables
     chains, the routing rules, the endpoint address(es)."""
     if os.path.exists(FORWARD_STATE_PATH):
@@ -500,14 +303,14 @@ def _remove_shared(nl: _Netlink) -> None:
                 pass
             if _iptables("-t", table, "-F", chain):
                 _iptables("-t", table, "-X", chain)
-    for body in nl.dump(RTM_GETRULE, _RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
-        if _attrs(body, _RTMSG.size).get(FRA_PROTOCOL) == bytes([RULE_PROTOCOL]):
+    for body in nl.dump(RTM_GETRULE, RTMSG.pack(socket.AF_INET, 0, 0, 0, 0, 0, 0, 0, 0)):
+        if parse_attrs(body, RTMSG.size).get(FRA_PROTOCOL) == bytes([RULE_PROTOCOL]):
             with contextlib.suppress(FileNotFoundError):
                 nl.request([(RTM_DELRULE, 0, body)])
     for index, prefix, address, label in nl.addresses():
         if label == ENDPOINT_LABEL:
             with contextlib.suppress(OSError):
-                nl.request([(RTM_DELADDR, 0, _addr_body(index, address, prefix, label))])
+                nl.request([(RTM_DELADDR, 0, addr_body(index, address, prefix, label))])
 
 
 # -- namespaces ----------------------------------------------------------------------------------
@@ -564,7 +367,7 @@ class Netns:
         and raw/ICMP/Unix/packet/user-netlink ones (from /proc/net). ~0.3 ms."""
         count = 0
         with self.entered():
-            diag = _Netlink(NETLINK_SOCK_DIAG)
+            diag = Netlink(NETLINK_SOCK_DIAG)
             try:
                 for family, protocol, states in _DIAG_QUERIES:
                     query = _DIAG_REQ.pack(family, protocol, 0, 0, states) + bytes(48)
@@ -632,7 +435,7 @@ class NetworkHost:
         self._pairs: deque[int] = deque(pairs[start:] + pairs[:start])
         self._token = f"{os.getpid()}.{next(_owner_ids)}"
         self._owner: socket.socket | None = None
-        self._nl: _Netlink | None = None
+        self._nl: Netlink | None = None
         self._lock = threading.Lock()  # guards _nl, _pairs and _live
         self._live: set[Netns] = set()
         self.egress_beyond_host = False
@@ -656,7 +459,7 @@ class NetworkHost:
             owner = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             owner.bind(b"\0" + (OWNER_PREFIX + self._token).encode())
             self._owner = owner
-            self._nl = _Netlink()
+            self._nl = Netlink()
             try:
                 egress = self.config.nat and iptables_usable()
                 if egress:
@@ -668,7 +471,7 @@ class NetworkHost:
                 for rule in _routing_rules(str(self._net), egress):
                     with contextlib.suppress(FileExistsError):  # another lamina's
                         self._nl.request([rule])
-                endpoint = _new_addr(LO_IFINDEX, self.endpoint_address, 32, ENDPOINT_LABEL)
+                endpoint = new_addr(LO_IFINDEX, self.endpoint_address, 32, ENDPOINT_LABEL)
                 self._nl.request([endpoint])
                 self.egress_beyond_host = egress
             except BaseException:
@@ -710,7 +513,7 @@ class NetworkHost:
         no lamina is alive, the endpoint address and the rules. Returns how many veths went."""
         removed = 0
         with _host_lock():
-            nl = _Netlink()
+            nl = Netlink()
             try:
                 owners = _live_owners()
                 for index, name, alias in nl.links():
@@ -739,7 +542,7 @@ class NetworkHost:
         fd, inner = _new_namespace()
         try:
             if kind == "none":
-                inner.request([(RTM_NEWLINK, 0, _ifinfo(LO_IFINDEX, up=True))])
+                inner.request([(RTM_NEWLINK, 0, ifinfo(LO_IFINDEX, up=True))])
                 ns = Netns(kind, fd)
             else:
                 ns = self._connect(fd, inner)
@@ -798,7 +601,7 @@ class NetworkHost:
                     return
             time.sleep(0.01)
 
-    def _connect(self, fd: int, inner: _Netlink) -> Netns:
+    def _connect(self, fd: int, inner: Netlink) -> Netns:
         """Give the fresh namespace `fd` a veth pair, a /31 and a default route, with static
         neighbour entries both ways (so no ARP)."""
         with self._lock:
@@ -807,14 +610,14 @@ class NetworkHost:
             nl = self._nl
             pair, index, peer = self._claim_pair(nl, fd)
             host_ip = self._net.network_address + 2 * pair
-            sandbox_ip, alias = host_ip + 1, _text(IFLA_IFALIAS, ALIAS_PREFIX + self._token)
+            sandbox_ip, alias = host_ip + 1, text(IFLA_IFALIAS, ALIAS_PREFIX + self._token)
             try:
                 nl.request(
                     [
-                        _set_link(index, _NO_IPV6, alias),
-                        _new_addr(index, str(host_ip), 31),
-                        _new_neigh(index, str(sandbox_ip), _mac(sandbox_ip)),
-                        _set_link(index, up=True),
+                        set_link(index, NO_IPV6, alias),
+                        new_addr(index, str(host_ip), 31),
+                        new_neigh(index, str(sandbox_ip), mac(sandbox_ip)),
+                        set_link(index, up=True),
                     ]
                 )
             except BaseException:
@@ -824,12 +627,12 @@ class NetworkHost:
         try:
             inner.request(
                 [
-                    _set_link(LO_IFINDEX, up=True),
-                    _set_link(peer, _NO_IPV6),
-                    _new_addr(peer, str(sandbox_ip), 31),
-                    _new_neigh(peer, str(host_ip), _mac(host_ip)),
-                    _set_link(peer, up=True),
-                    _default_route(str(host_ip), peer),
+                    set_link(LO_IFINDEX, up=True),
+                    set_link(peer, NO_IPV6),
+                    new_addr(peer, str(sandbox_ip), 31),
+                    new_neigh(peer, str(host_ip), mac(host_ip)),
+                    set_link(peer, up=True),
+                    default_route(str(host_ip), peer),
                 ]
             )
         except BaseException:
@@ -839,7 +642,7 @@ class NetworkHost:
             raise
         return Netns("egress", fd, pair, f"lamina{int(host_ip):08x}", index, str(sandbox_ip))
 
-    def _claim_pair(self, nl: _Netlink, fd: int) -> tuple[int, int, int]:
+    def _claim_pair(self, nl: Netlink, fd: int) -> tuple[int, int, int]:
         """Make the veth of the next free address pair (its name claims the pair, also against
         other laminas on the host): (pair, host-end index, eth0's index inside)."""
         for _attempt in range(64):
@@ -847,7 +650,7 @@ class NetworkHost:
                 break
             pair = self._pairs.popleft()
             host_ip = self._net.network_address + 2 * pair
-            veth = _new_veth(f"lamina{int(host_ip):08x}", _mac(host_ip), _mac(host_ip + 1), fd)
+            veth = new_veth(f"lamina{int(host_ip):08x}", mac(host_ip), mac(host_ip + 1), fd)
             try:
                 replies = nl.request([veth])
             except OSError as exc:
@@ -856,8 +659,8 @@ class NetworkHost:
                     continue
                 raise
             echo = next(body for kind, body in replies if kind == RTM_NEWLINK)
-            (peer,) = struct.unpack_from("=I", _attrs(echo, _IFINFO.size)[IFLA_LINK])
-            return pair, _IFINFO.unpack_from(echo)[2], peer
+            (peer,) = struct.unpack_from("=I", parse_attrs(echo, IFINFO.size)[IFLA_LINK])
+            return pair, IFINFO.unpack_from(echo)[2], peer
         raise OSError(errno.EADDRNOTAVAIL, f"no free sandbox address pair in {self._net}")
 
 
