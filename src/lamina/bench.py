@@ -40,6 +40,7 @@ class RawClient:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.file = self.sock.makefile("rb")
         self.host = f"{host}:{port}"
+        self.address = (host, port)
 
     def request(
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
@@ -63,33 +64,35 @@ class RawClient:
         self.sock.close()
 
 
-def _pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
-def _summary(values: list[float]) -> dict[str, float]:
+def summary(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
-        "p50": _pct(values, 0.50),
-        "p99": _pct(values, 0.99),
+        "p50": pct(values, 0.50),
+        "p99": pct(values, 0.99),
         "mean": round(statistics.fmean(values), 3),
     }
 
 
-def _zip(source: str) -> str:
+def zip_source(source: str) -> str:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("app.py", source)
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _create(client: RawClient, name: str, code_b64: str, memory: int) -> None:
+def create(
+    client: RawClient, name: str, code_b64: str, memory: int, runtime: str | None = None
+) -> None:
     body = json.dumps(
         {
             "MemorySize": memory,
             "FunctionName": name,
-            "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
+            "Runtime": runtime or f"python{sys.version_info.major}.{sys.version_info.minor}",
             "Handler": "app.handler",
             "Role": "arn:aws:iam::000000000000:role/bench",
             "Code": {"ZipFile": code_b64},
@@ -100,15 +103,15 @@ def _create(client: RawClient, name: str, code_b64: str, memory: int) -> None:
         raise RuntimeError(f"CreateFunction {name}: {status} {data!r}")
 
 
-def _invoke_path(name: str) -> str:
+def invoke_path(name: str) -> str:
     return f"/2015-03-31/functions/{name}/invocations"
 
 
 def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     client = RawClient(host, port)
-    code = _zip(NOOP)
-    _create(client, "bench-noop", code, args.memory)
-    path = _invoke_path("bench-noop")
+    code = zip_source(NOOP)
+    create(client, "bench-noop", code, args.memory)
+    path = invoke_path("bench-noop")
 
     health = []
     for _ in range(max(200, args.warm // 4)):
@@ -156,10 +159,10 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     cold, init = [], []
     for i in range(args.cold):
         name = f"bench-cold-{i}"
-        _create(client, name, code, args.memory)
+        create(client, name, code, args.memory)
         t = time.perf_counter()
         status, hdrs, _ = client.request(
-            "POST", _invoke_path(name), b"{}", {"X-Amz-Log-Type": "Tail"}
+            "POST", invoke_path(name), b"{}", {"X-Amz-Log-Type": "Tail"}
         )
         cold.append((time.perf_counter() - t) * 1000)
         m = _INIT.search(base64.b64decode(hdrs.get("x-amz-log-result", "")).decode())
@@ -169,9 +172,9 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     client.close()
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "function": {"runtime": "python", "memory_mb": args.memory, "isolation": args.isolation},
-        "baseline_health_ms": _summary(health),
-        "warm_ms": _summary(warm),
+        "function": {"runtime": "python", "memory_mb": args.memory},
+        "baseline_health_ms": summary(health),
+        "warm_ms": summary(warm),
         "throughput": {
             "concurrency": args.concurrency,
             "seconds": round(elapsed, 2),
@@ -179,37 +182,60 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
             "errors": sum(errors),
             "per_second": round(sum(counts) / elapsed, 1),
         },
-        "cold_ms": _summary(cold),
-        "init_ms": _summary(init) if init else None,
+        "cold_ms": summary(cold),
+        "init_ms": summary(init) if init else None,
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def _drain(stream: Any) -> None:
+    for _ in stream:
+        pass
+
+
+def _serve(data: str, isolation: str) -> tuple[subprocess.Popen[str], str, int]:
+    argv = [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", data]
+    argv += ["--isolation", isolation]
+    env = {**os.environ, "LAMINA_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"lamina ready on http://([^:]+):(\d+)", line)
+        if m:
+            threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
+            return proc, m.group(1), int(m.group(2))
+    proc.wait(30)
+    raise RuntimeError(f"lamina serve --isolation {isolation} did not start")
+
+
+def bench_one(isolation: str, args: argparse.Namespace) -> dict[str, Any]:
+    from lamina import bench_sandbox
+
     with tempfile.TemporaryDirectory(prefix="lamina-bench-") as data:
-        argv = [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", data]
-        argv += ["--isolation", args.isolation]
-        env = {**os.environ, "LAMINA_LOG_LEVEL": "warning"}
-        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+        proc, host, port = _serve(data, isolation)
         try:
-            assert proc.stderr is not None
-            url = ""
-            for line in proc.stderr:
-                m = re.search(r"lamina ready on http://([^:]+):(\d+)", line)
-                if m:
-                    url = m.group(0)
-                    host, port = m.group(1), int(m.group(2))
-                    break
-            if not url:
-                print("lamina bench: the server did not start", file=sys.stderr)
-                return 1
-            threading.Thread(target=lambda: [None for _ in proc.stderr or ()], daemon=True).start()
             result = measure(host, port, args)
+            result["function"]["isolation"] = isolation
+            if isolation == "namespaces":
+                client = RawClient(host, port)
+                try:
+                    result |= bench_sandbox.measure(client, proc.pid, args, sys.modules[__name__])
+                finally:
+                    client.close()
         finally:
             proc.terminate()
-            proc.wait(30)
+            proc.wait(60)
             if proc.stderr is not None:
                 proc.stderr.close()
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    modes = ["process", "namespaces"] if args.isolation == "both" else [args.isolation]
+    results: dict[str, Any] = {mode: bench_one(mode, args) for mode in modes}
+    if len(results) == 2:
+        base, iso = results["process"]["warm_ms"]["p50"], results["namespaces"]["warm_ms"]["p50"]
+        results["warm_p50_overhead_vs_process"] = f"{(iso / base - 1) * 100:+.1f}%"
+    print(json.dumps(results if len(results) > 1 else results[modes[0]], indent=2))
     return 0
 
 

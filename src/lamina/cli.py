@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--cold", type=int, default=100, help="forced cold starts")
     p.add_argument("--memory", type=int, default=1769, help="MemorySize of the bench functions")
-    p.add_argument("--isolation", default="namespaces", help="namespaces or process")
+    p.add_argument(
+        "--isolation", default="both", help="namespaces, process, or both (compared, same run)"
+    )
+    p.add_argument("--rate-instances", type=int, default=300, help="sandboxes for the rate run")
+    p.add_argument("--rate-concurrency", type=int, default=8)
+    p.add_argument("--idle", type=int, default=1000, help="idle warm instances to hold at once")
     return parser
 
 

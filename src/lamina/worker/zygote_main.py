@@ -12,12 +12,13 @@ socket (fd in argv[1]):
 
 Messages are a 4-byte big-endian length and JSON; the log fd travels as SCM_RIGHTS.
 
-A spawn: fork -> new session -> join the instance's cgroups -> enter its network namespace ->
-stdout/stderr to the log pipe -> new mount/PID/IPC/UTS namespaces + fork (the instance is PID 1
-of its own PID namespace) -> confine (minimal read-only root, /var/task, sized /tmp, /proc,
-unprivileged uid, no capabilities, no_new_privs, seccomp) -> run the runtime: the already
+A spawn: new PID namespace for the next child, fork (the instance is PID 1 of it; the zygote
+then points its own next child back at its PID namespace, so one fork suffices) -> new
+session -> join the instance's cgroups -> enter its network namespace -> stdout/stderr to the
+log pipe -> new mount/IPC/UTS namespaces -> confine (minimal read-only root, /var/task, sized
+/tmp, /proc, unprivileged uid, no capabilities, no_new_privs, seccomp) -> run the runtime: the already
 imported bootstrap for Python, an exec of the package's `bootstrap` for custom runtimes. The
-zygote is a child subreaper, so it reaps every instance and reports how it ended.
+zygote reaps every instance (its direct children) and reports how each ended.
 """
 
 import contextlib
@@ -38,8 +39,9 @@ sys.path[:0] = [_HERE, os.path.join(os.path.dirname(_HERE), "runtimes", "python"
 import bootstrap  # noqa: E402
 import confine  # noqa: E402
 
-PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNS_IPC_UTS = 0x00020000 | 0x08000000 | 0x04000000
 SYS_CLOSE_RANGE = 436
 _libc = ctypes.CDLL(None, use_errno=True)
 _HEADER = struct.Struct(">I")
@@ -83,21 +85,24 @@ def _fds(ancillary):
 def _setns(path):
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, "setns %s: %s" % (path, os.strerror(err)))
+        _check(_libc.setns(fd, CLONE_NEWNET), "setns " + path)
     finally:
         os.close(fd)
 
 
-def _close_all_but(keep):
-    """Close every fd from 3 up except `keep` (close_range(2): one syscall on any Python)."""
-    for low, high in ((3, keep - 1), (keep + 1, 0xFFFFFFFF)):
-        if low <= high and _libc.syscall(SYS_CLOSE_RANGE, low, high, 0) != 0:
-            os.closerange(low, min(high, 65535) + 1)
+def _check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "%s: %s" % (what, os.strerror(err)))
 
 
-def _instance(request, log_fd, pid_w):
+def _close_from_3():
+    """Close every fd from 3 up (close_range(2): one syscall on any Python)."""
+    if _libc.syscall(SYS_CLOSE_RANGE, 3, 0xFFFFFFFF, 0) != 0:
+        os.closerange(3, 65536)
+
+
+def _instance(request, log_fd):
     """In the forked child: become the instance. Never returns."""
     status = 126
     try:
@@ -117,12 +122,8 @@ def _instance(request, log_fd, pid_w):
         os.dup2(null, 0)
         os.dup2(log_fd, 1)
         os.dup2(log_fd, 2)
-        _close_all_but(pid_w)
-        inner = confine.enter_namespaces()
-        if inner:  # the intermediate process: report the instance's pid, then leave
-            os.write(pid_w, str(inner).encode())
-            os._exit(0)
-        os.close(pid_w)
+        _close_from_3()
+        _check(_libc.unshare(CLONE_NEWNS_IPC_UTS), "unshare mount/ipc/uts namespaces")
         confine.confine(request["prepared"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -158,25 +159,21 @@ def _spawn(sock, request, fds):
         os.close(log_fd)
         _send(sock, {"op": "failed", "id": request["id"], "error": str(exc)})
         return
-    pid_r, pid_w = os.pipe()
-    pid = os.fork()
+    try:
+        _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+        pid = os.fork()
+    except OSError as exc:
+        os.close(log_fd)
+        _send(sock, {"op": "failed", "id": request["id"], "error": str(exc)})
+        return
     if pid == 0:
-        os.close(pid_r)
         sock.close()
-        _instance(request, log_fd, pid_w)
-    os.close(pid_w)
+        _instance(request, log_fd)
+    # Children after this one must not land in the instance's PID namespace: point them back
+    # at ours. If that fails the zygote cannot go on safely; lamina restarts it.
+    _check(_libc.setns(_PIDNS[0], CLONE_NEWPID), "setns back to the zygote's PID namespace")
     os.close(log_fd)
-    data = b""
-    while True:
-        chunk = os.read(pid_r, 32)
-        if not chunk:
-            break
-        data += chunk
-    os.close(pid_r)
-    if data:
-        _send(sock, {"op": "spawned", "id": request["id"], "pid": int(data)})
-    else:
-        _send(sock, {"op": "failed", "id": request["id"], "error": "the instance did not start"})
+    _send(sock, {"op": "spawned", "id": request["id"], "pid": pid})
 
 
 def _reap(sock):
@@ -191,10 +188,12 @@ def _reap(sock):
         _send(sock, {"op": "exit", "pid": pid, "status": code})
 
 
+_PIDNS = [-1]  # an fd for the zygote's own PID namespace
+
+
 def main():
     sock = socket.socket(fileno=int(sys.argv[1]))
-    if _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    _PIDNS[0] = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
