@@ -16,9 +16,9 @@ A spawn: new PID namespace for the next child, fork (the instance is PID 1 of it
 then points its own next child back at its PID namespace, so one fork suffices) -> new
 session -> join the instance's cgroups -> enter its network namespace -> stdout/stderr to the
 log pipe -> new mount/IPC/UTS namespaces -> confine (minimal read-only root, /var/task, sized
-/tmp, /proc, unprivileged uid, no capabilities, no_new_privs, seccomp) -> run the runtime: the already
-imported bootstrap for Python, an exec of the package's `bootstrap` for custom runtimes. The
-zygote reaps every instance (its direct children) and reports how each ended.
+/tmp, /proc, unprivileged uid, no capabilities, no_new_privs, seccomp) -> run the runtime:
+the already imported bootstrap for Python, an exec of the package's `bootstrap` for custom
+runtimes. The zygote reaps every instance (its direct children) and reports how each ended.
 """
 
 import contextlib
