@@ -28,3 +28,4 @@ def fresh_server(tmp_path: Path) -> Iterator[Server]:
     srv = Server(tmp_path / "data")
     yield srv
     srv.stop()
+    print(srv.log)  # shown by pytest only when the test fails

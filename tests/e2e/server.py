@@ -5,15 +5,18 @@ from __future__ import annotations
 import io
 import os
 import re
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import boto3
@@ -29,6 +32,7 @@ class Server:
         self.extra = list(extra)
         self.env = env or {}
         self.proc: subprocess.Popen[str] | None = None
+        self.pid = 0  # of the last `lamina serve` started (its cgroup run dir is named after it)
         self.url = ""
         self.output: list[str] = []
         self._pump_thread: threading.Thread | None = None
@@ -43,6 +47,7 @@ class Server:
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
+        self.pid = self.proc.pid
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         for line in self.proc.stdout:
@@ -86,6 +91,16 @@ class Server:
     @property
     def log(self) -> str:
         return "".join(self.output)
+
+    def run_dirs(self) -> list[Path]:
+        """This lamina's cgroup run directories (`lamina/run-<pid>-<start>`), in every hierarchy."""
+        assert self.pid, "the server was never started"
+        return run_dirs(self.pid)
+
+    def instance_cgroups(self) -> dict[str, list[int]]:
+        """This lamina's instance cgroups (e.g. `/lamina/run-<pid>-<start>/i3`): their host pids."""
+        assert self.pid, "the server was never started"
+        return instance_cgroups(self.pid)
 
     def client(self, service: str = "lambda", **config: Any) -> Any:
         cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, **config)
@@ -134,3 +149,246 @@ def create(client: Any, name: str, code: str | dict[str, str | bytes], **kwargs:
     }
     params.update(kwargs)
     return client.create_function(**params)
+
+
+# -- observing instances from the host -----------------------------------------------------------
+#
+# Under `--isolation namespaces` an instance is PID 1 of its own PID namespace, so the pid a
+# function sees says nothing about which instance served it, and nothing the host can look up.
+# A function names its instance with INSTANCE_CODE (an id made at import, and the cgroup it runs
+# in); the host finds that instance's processes through the cgroup's `cgroup.procs`.
+
+INSTANCE_CODE = """
+import uuid as _uuid
+INSTANCE = _uuid.uuid4().hex  # made once per instance, at import
+
+
+def _own_cgroup():
+    # the instance's cgroup path (cgroup v1: the pids hierarchy; v2: the unified one)
+    try:
+        with open("/proc/self/cgroup") as fh:
+            lines = [line.rstrip("\\n").split(":", 2) for line in fh]
+    except OSError:
+        return None
+    for _id, controllers, path in lines:
+        if "pids" in controllers.split(","):
+            return path
+    for _id, controllers, path in lines:
+        if _id == "0" and controllers == "":
+            return path
+    return None
+
+
+CGROUP = _own_cgroup()
+"""
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "pids", "cpu", "freezer")
+
+
+def cgroup_v2() -> bool:
+    return (CGROUP_FS / "cgroup.controllers").exists()
+
+
+def cgroup_dirs(path: str) -> list[Path]:
+    """Where the cgroup `path` (as /proc/<pid>/cgroup names it) lives, in every hierarchy lamina
+    puts instances in."""
+    rel = path.lstrip("/")
+    if cgroup_v2():
+        return [CGROUP_FS / rel]
+    return [CGROUP_FS / controller / rel for controller in V1_CONTROLLERS]
+
+
+def cgroup_pids(path: str) -> list[int]:
+    """The host pids in the cgroup `path` (an instance's, while it exists)."""
+    procs = CGROUP_FS / path.lstrip("/") if cgroup_v2() else CGROUP_FS / "pids" / path.lstrip("/")
+    return [int(p) for p in (procs / "cgroup.procs").read_text().split()]
+
+
+def run_dirs(server_pid: int | None = None) -> list[Path]:
+    """lamina's cgroup run directories: every lamina's, or the one of the server `server_pid`.
+    (cgroup v1: `/sys/fs/cgroup/<controller>/lamina/run-<pid>-<start>`.)"""
+    name = "run-*" if server_pid is None else f"run-{server_pid}-*"
+    if cgroup_v2():
+        return sorted(CGROUP_FS.glob(f"**/lamina/{name}"))
+    found: list[Path] = []
+    for controller in V1_CONTROLLERS:
+        found += sorted((CGROUP_FS / controller / "lamina").glob(name))
+    return found
+
+
+def instance_cgroups(server_pid: int | None = None) -> dict[str, list[int]]:
+    """lamina's instance cgroups (every lamina's, or those of the server `server_pid`), keyed by
+    their path as /proc/<pid>/cgroup names it, with the host pids in each."""
+    name = "run-*" if server_pid is None else f"run-{server_pid}-*"
+    base = CGROUP_FS if cgroup_v2() else CGROUP_FS / "pids"
+    pattern = f"**/lamina/{name}/*/cgroup.procs" if cgroup_v2() else f"lamina/{name}/*/cgroup.procs"
+    out: dict[str, list[int]] = {}
+    for procs in sorted(base.glob(pattern)):
+        try:
+            pids = [int(p) for p in procs.read_text().split()]
+        except FileNotFoundError:  # removed while we looked
+            continue
+        out["/" + procs.parent.relative_to(base).as_posix()] = pids
+    return out
+
+
+def pid_exists(pid: int, zombie_is_gone: bool = False) -> bool:
+    """Whether `pid` exists (os.kill(pid, 0) does not raise). With `zombie_is_gone`, a process
+    that has exited but not been reaped by its parent counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if zombie_is_gone:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, IndexError):
+            return False
+    return True
+
+
+def wait_gone(
+    pids: Iterable[int],
+    dirs: Iterable[Path] = (),
+    timeout: float = 5.0,
+    zombie_is_gone: bool = False,
+) -> None:
+    """Wait until every pid has stopped existing and every directory (cgroups) is removed."""
+    pids, dirs = list(pids), list(dirs)
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if pid_exists(p, zombie_is_gone)]
+        left = [d for d in dirs if d.exists()]
+        if not alive and not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"after {timeout} s, instance processes {alive} still exist and cgroups "
+                f"{[str(d) for d in left]} are not removed"
+            )
+        time.sleep(0.02)
+
+
+# -- side effects outside lamina -----------------------------------------------------------------
+#
+# A sandboxed function sees none of the host's files; what it can reach is the host address in
+# AWS_ENDPOINT_URL. A test that needs a side effect outside lamina runs a Recorder (a TCP listener
+# on the host) and the function sends it lines with RECORD_CODE's `record()`.
+
+RECORD_CODE = """
+def record(line, port=None):
+    # Send one line to the test's Recorder on the host; returns once the Recorder has stored it.
+    import os, socket, urllib.parse
+    host = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"]).hostname
+    port = int(port or os.environ["RECORDER_PORT"])
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(line.encode("utf-8") + b"\\n")
+        conn.shutdown(socket.SHUT_WR)
+        ack = b""
+        while True:
+            chunk = conn.recv(64)
+            if not chunk:
+                break
+            ack += chunk
+    if ack != b"ok\\n":
+        raise RuntimeError("the recorder did not acknowledge %r: %r" % (line, ack))
+"""
+
+
+class Recorder:
+    """A TCP listener on the host (0.0.0.0, an ephemeral port) collecting the lines sent to it.
+
+    A client sends lines, shuts its side down, and gets `ok\\n` once they are stored (so a
+    function that returned from `record()` has its lines in `lines`). Use as a context manager;
+    `env` is the Environment a function needs to find it (with AWS_ENDPOINT_URL's host).
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._lines: list[str] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Recorder:
+        self._listener = socket.create_server(("0.0.0.0", 0), backlog=128)
+        self._listener.setblocking(False)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"RECORDER_PORT": str(self.port)}
+
+    @property
+    def lines(self) -> list[str]:
+        with self._cond:
+            return list(self._lines)
+
+    def wait(self, count: int, timeout: float = 30.0) -> list[str]:
+        """Wait until at least `count` lines arrived; return them all."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._lines) >= count, timeout):
+                raise AssertionError(
+                    f"expected {count} lines, got {len(self._lines)}: {self._lines[:5]}"
+                )
+            return list(self._lines)
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        buffers: dict[socket.socket, bytes] = {}
+        with selectors.DefaultSelector() as sel, self._listener:
+            sel.register(self._listener, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in sel.select(0.05):
+                    sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                    if sock is self._listener:
+                        try:
+                            conn, _addr = sock.accept()
+                        except BlockingIOError:
+                            continue
+                        conn.setblocking(False)
+                        buffers[conn] = b""
+                        sel.register(conn, selectors.EVENT_READ)
+                        continue
+                    try:
+                        data = sock.recv(65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                        buffers[sock] = b""  # a reset connection stores nothing
+                    if data:
+                        buffers[sock] += data
+                        continue
+                    sel.unregister(sock)
+                    received = buffers.pop(sock).decode("utf-8", "replace")
+                    with self._cond:
+                        self._lines += received.splitlines()
+                        self._cond.notify_all()
+                    with sock:
+                        try:
+                            sock.setblocking(True)
+                            sock.settimeout(5)
+                            sock.sendall(b"ok\n")
+                        except OSError:
+                            pass
+            for sock in buffers:
+                sock.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import Server, create, python_runtime
+from tests.e2e.server import RECORD_CODE, Recorder, Server, create, python_runtime
 
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -49,18 +49,6 @@ def report(text: str, request_id: str) -> re.Match[str]:
     m = re.search(pattern, text)
     assert m is not None, f"no REPORT line for {request_id} in:\n{text}"
     return m
-
-
-def poll_lines(path: Path, count: int, timeout: float = 30.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().splitlines()
-            if len(lines) >= count:
-                return lines
-        time.sleep(0.02)
-    raise AssertionError(f"expected {count} lines in {path}, got {len(lines)}: {lines[:5]}")
 
 
 # -- RequestResponse -----------------------------------------------------------------------------
@@ -132,56 +120,58 @@ def test_handler_exception_is_unhandled_function_error(lam: Any) -> None:
 
 # -- Event and DryRun ----------------------------------------------------------------------------
 
+# The handler's side effect outside lamina: a line sent to the test's Recorder on the host
+# (a sandboxed function sees none of the host's files).
 MARKER_CODE = (
-    "import os, time\n"
+    RECORD_CODE + "import time\n"
     "def handler(event, context):\n"
     "    time.sleep(event.get('sleep', 0))\n"
-    "    with open(os.environ['MARKER_FILE'], 'a') as fh:\n"
-    "        fh.write('%s %s\\n' % (event.get('i', '-'), context.aws_request_id))\n"
+    "    record('%s %s' % (event.get('i', '-'), context.aws_request_id))\n"
     "    return 'written'\n"
 )
 
 
-def test_event_invoke_runs_in_background(lam: Any, tmp_path: Path) -> None:
-    marker = tmp_path / "event.txt"
-    create(lam, "inv-event", MARKER_CODE, Environment={"Variables": {"MARKER_FILE": str(marker)}})
-    out = invoke(lam, "inv-event", {"i": 7, "sleep": 0.5}, InvocationType="Event")
-    assert out["StatusCode"] == 202
-    assert out["body"] == b""
-    assert "ExecutedVersion" not in out
-    assert not marker.exists()  # the handler sleeps first: 202 came before it finished
-    (line,) = poll_lines(marker, 1)
+def test_event_invoke_runs_in_background(lam: Any) -> None:
+    with Recorder() as marker:
+        create(lam, "inv-event", MARKER_CODE, Environment={"Variables": marker.env})
+        out = invoke(lam, "inv-event", {"i": 7, "sleep": 0.5}, InvocationType="Event")
+        assert out["StatusCode"] == 202
+        assert out["body"] == b""
+        assert "ExecutedVersion" not in out
+        assert marker.lines == []  # the handler sleeps first: 202 came before it finished
+        (line,) = marker.wait(1)
     assert line == f"7 {out['request_id']}"
 
 
-def test_many_event_invokes_all_run(lam: Any, tmp_path: Path) -> None:
-    marker = tmp_path / "events.txt"
-    create(lam, "inv-events", MARKER_CODE, Environment={"Variables": {"MARKER_FILE": str(marker)}})
-    request_ids = set()
-    for i in range(50):
-        out = invoke(lam, "inv-events", {"i": i}, InvocationType="Event")
-        assert out["StatusCode"] == 202
-        request_ids.add(out["request_id"])
-    lines = poll_lines(marker, 50)
-    time.sleep(0.2)  # nothing runs twice either
-    lines = marker.read_text().splitlines()
+def test_many_event_invokes_all_run(lam: Any) -> None:
+    with Recorder() as marker:
+        create(lam, "inv-events", MARKER_CODE, Environment={"Variables": marker.env})
+        request_ids = set()
+        for i in range(50):
+            out = invoke(lam, "inv-events", {"i": i}, InvocationType="Event")
+            assert out["StatusCode"] == 202
+            request_ids.add(out["request_id"])
+        marker.wait(50)
+        time.sleep(0.2)  # nothing runs twice either
+        lines = marker.lines
     assert len(lines) == 50
     seen = [line.split() for line in lines]
     assert sorted(int(i) for i, _ in seen) == list(range(50))
     assert {rid for _, rid in seen} == request_ids
 
 
-def test_dry_run_does_not_run_the_handler(lam: Any, tmp_path: Path) -> None:
-    marker = tmp_path / "dry.txt"
-    create(lam, "inv-dry", MARKER_CODE, Environment={"Variables": {"MARKER_FILE": str(marker)}})
-    out = invoke(lam, "inv-dry", {"i": "dry"}, InvocationType="DryRun")
-    assert out["StatusCode"] == 204
-    assert out["body"] == b""
-    time.sleep(0.3)
-    assert not marker.exists()
-    real = invoke(lam, "inv-dry", {"i": "real"})
-    assert real["json"] == "written"
-    assert marker.read_text().splitlines() == [f"real {real['request_id']}"]
+def test_dry_run_does_not_run_the_handler(lam: Any) -> None:
+    with Recorder() as marker:
+        create(lam, "inv-dry", MARKER_CODE, Environment={"Variables": marker.env})
+        out = invoke(lam, "inv-dry", {"i": "dry"}, InvocationType="DryRun")
+        assert out["StatusCode"] == 204
+        assert out["body"] == b""
+        time.sleep(0.3)
+        assert marker.lines == []
+        real = invoke(lam, "inv-dry", {"i": "real"})
+        assert real["json"] == "written"
+        # record() returns once the line is stored: it is there when the invoke has returned
+        assert marker.lines == [f"real {real['request_id']}"]
 
 
 # -- LogType=Tail --------------------------------------------------------------------------------
@@ -359,6 +349,8 @@ NAMES = (
 def handler(event, context):
     env = {name: os.environ.get(name) for name in NAMES}
     env["cwd"] = os.getcwd()
+    root = os.environ["LAMBDA_TASK_ROOT"]
+    env["task_root_files"] = sorted(os.listdir(root)) if os.path.isdir(root) else None
     env["log_stream_name"] = context.log_stream_name
     return env
 """
@@ -378,10 +370,11 @@ def test_lambda_environment_variables(lam: Any) -> None:
     assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "512"
     assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "us-east-1"
     assert env["_HANDLER"] == "app.handler"
-    assert env["LAMBDA_TASK_ROOT"] and Path(env["LAMBDA_TASK_ROOT"]).is_dir()
-    assert Path(env["cwd"]).resolve() == Path(env["LAMBDA_TASK_ROOT"]).resolve()
-    assert (Path(env["LAMBDA_TASK_ROOT"]) / "app.py").is_file()
-    assert re.fullmatch(r"127\.0\.0\.1:\d+", env["AWS_LAMBDA_RUNTIME_API"])
+    # the code, read-only at /var/task in the sandbox (a directory there, holding app.py)
+    assert env["LAMBDA_TASK_ROOT"] == "/var/task"
+    assert env["cwd"] == "/var/task"
+    assert env["task_root_files"] == ["app.py"]
+    assert env["AWS_LAMBDA_RUNTIME_API"] == "127.0.0.1:9001"  # in the sandbox's own network
     assert env["AWS_EXECUTION_ENV"] == f"AWS_Lambda_{python_runtime()}"
     assert env["AWS_LAMBDA_LOG_GROUP_NAME"] == "/aws/lambda/inv-env"
     assert env["AWS_LAMBDA_LOG_STREAM_NAME"] == env["log_stream_name"]
@@ -536,14 +529,15 @@ def test_tail_of_multibyte_output_is_valid_utf8(lam: Any) -> None:
         report(text, out["request_id"])
 
 
-def test_shutdown_drains_queued_events(fresh_server: Server, tmp_path: Path) -> None:
-    marker = tmp_path / "drain.txt"
+def test_shutdown_drains_queued_events(fresh_server: Server) -> None:
     lam = fresh_server.start().client()
-    create(lam, "inv-drain", MARKER_CODE, Environment={"Variables": {"MARKER_FILE": str(marker)}})
-    ids = {
-        invoke(lam, "inv-drain", {"i": i, "sleep": 0.3}, InvocationType="Event")["request_id"]
-        for i in range(3)
-    }
-    fresh_server.stop(signal.SIGTERM)
-    lines = marker.read_text().splitlines() if marker.exists() else []
+    with Recorder() as marker:
+        create(lam, "inv-drain", MARKER_CODE, Environment={"Variables": marker.env})
+        ids = {
+            invoke(lam, "inv-drain", {"i": i, "sleep": 0.3}, InvocationType="Event")["request_id"]
+            for i in range(3)
+        }
+        fresh_server.stop(signal.SIGTERM)
+        # record() returns only once its line is stored: what ran before lamina exited is here
+        lines = marker.lines
     assert sorted(line.split()[1] for line in lines) == sorted(ids)

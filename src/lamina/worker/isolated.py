@@ -181,7 +181,10 @@ class IsolatedSandbox:
             self._peak = max(self._peak, self._cgroup.peak_memory_bytes())
             self._oom = self._oom or self._cgroup.oom_killed()
         if not self.exited.done():
-            self.exited.set_result(fut.result() if not fut.cancelled() else -9)
+            status = fut.result() if not fut.cancelled() else -9
+            if 128 < status <= 128 + 64:  # the instance's init reports a signal as 128 + N
+                status = 128 - status
+            self.exited.set_result(status)
 
     def take_output(self) -> bytes:
         return self._log.take() if self._log is not None else b""

@@ -73,7 +73,11 @@ class Pool:
         inst = Instance(bp.key, self._sandbox_factory(bp), bp.sandbox_spec)
         self._all.add(inst)
         self.cold_starts += 1
-        await inst.start()
+        try:
+            await inst.start()
+        except BaseException:  # a platform fault (e.g. no zygote): release what was taken
+            self._stop(inst)
+            raise
         return inst
 
     def _release(self, inst: Instance) -> None:

@@ -102,6 +102,28 @@ def _close_from_3():
         os.closerange(3, 65536)
 
 
+def _init(runtime):
+    """PID 1 of an instance: reap every orphan, and end with the runtime.
+
+    The kernel ignores signals a PID 1 sends itself, so the runtime must not be PID 1 (a
+    handler's `os.kill(os.getpid(), SIGKILL)` has to kill it, as on Lambda). When the runtime
+    ends, init exits with its status — 128 + N when signal N killed it, as a shell reports it —
+    and the kernel kills whatever else is left in the namespace."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda signum, _frame: os.kill(runtime, signum))
+    while True:
+        try:
+            pid, status = os.wait()
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(0)
+        if pid == runtime:
+            if os.WIFSIGNALED(status):
+                os._exit(128 + os.WTERMSIG(status))
+            os._exit(os.WEXITSTATUS(status))
+
+
 def _instance(request, log_fd):
     """In the forked child: become the instance. Never returns."""
     status = 126
@@ -125,6 +147,9 @@ def _instance(request, log_fd):
         _close_from_3()
         _check(_libc.unshare(CLONE_NEWNS_IPC_UTS), "unshare mount/ipc/uts namespaces")
         confine.confine(request["prepared"])
+        runtime = os.fork()
+        if runtime:
+            _init(runtime)  # PID 1 stays a minimal init; the runtime runs as PID 2
         os.environ.clear()
         os.environ.update(request["env"])
         argv = request.get("exec")
