@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -41,6 +42,14 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+def _raise_fd_limit() -> None:
+    """Every instance costs lamina a few descriptors (log pipe, Runtime API, namespace): take
+    the hard limit rather than the usual soft 1,024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -57,6 +66,7 @@ def serve(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _raise_fd_limit()
     try:
         sock = _bind(settings.host, settings.port)
     except OSError as exc:

@@ -9,15 +9,16 @@ import pytest
 from tests.e2e.server import Server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One lamina for the session (tests use distinct function names)."""
+    """One lamina for the e2e package (tests use distinct function names); stopped before other
+    packages run, so their tests see a host with no lamina on it."""
     srv = Server(tmp_path_factory.mktemp("lamina-data"), "--idle-timeout", "60").start()
     yield srv
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lam(server: Server) -> Any:
     return server.client()
 

@@ -67,10 +67,17 @@ class RuntimeRegistry:
     def __init__(self, overrides: dict[str, str] | None = None, sdk: Path | None = None) -> None:
         self._overrides = overrides or {}
         self._found: dict[str, str | None] = {}
+        self._specs: dict[str, RuntimeSpec] = {}
         self._sdk = sdk
         self._sdk_min_minor = sdk_min_minor()
 
     def resolve(self, name: str) -> RuntimeSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            spec = self._specs[name] = self._resolve(name)
+        return spec
+
+    def _resolve(self, name: str) -> RuntimeSpec:
         if name in PROVIDED_RUNTIMES:
             return RuntimeSpec(name, "provided", None)
         if name not in AWS_RUNTIMES:

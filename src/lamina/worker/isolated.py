@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -154,8 +155,12 @@ class IsolatedSandbox:
         self._cgroup = self.host.cgroups.create(self.name, limits)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         self._log = LogPipe(read_fd)
+        env_r, env_w = os.pipe2(os.O_CLOEXEC)
+        try:  # ~5 KB at most (4 KB of user variables): fits the pipe, never blocks
+            os.write(env_w, json.dumps(spec.env).encode())
+        finally:
+            os.close(env_w)
         request = {
-            "env": spec.env,
             "spec": {
                 "task_root": spec.task_root,
                 "ephemeral_mb": spec.ephemeral_mb,
@@ -171,9 +176,10 @@ class IsolatedSandbox:
         }
         zygote = self.host.zygotes.get(spec.interpreter or "")
         try:
-            self.pid = await zygote.spawn(request, write_fd)
+            self.pid = await zygote.spawn(request, [write_fd, env_r])
         finally:
             os.close(write_fd)
+            os.close(env_r)
         zygote.watch(self.pid).add_done_callback(self._on_exit)
 
     def _on_exit(self, fut: asyncio.Future[int]) -> None:

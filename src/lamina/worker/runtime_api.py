@@ -17,6 +17,9 @@ from typing import Any, cast
 import httptools
 
 MAX_PAYLOAD = 6 * 1024 * 1024 + 100  # the Runtime API's limit, as the emulator's
+# A runtime needs one or two connections; a function that opens more would only be trying to
+# exhaust lamina's file descriptors, so connections beyond this are closed at once.
+MAX_CONNECTIONS = 8
 _PREFIX = "/2018-06-01/runtime/"
 _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}
 _REASONS |= {413: "Request Entity Too Large", 500: "Internal Server Error"}
@@ -62,6 +65,7 @@ class RuntimeApi:
         self._current: tuple[str, asyncio.Future[RuntimeReply]] | None = None
         self.ready: asyncio.Future[RuntimeReply | None] = loop.create_future()
         self.port = 0
+        self.connections = 0
 
     async def listen(self, sock: socket.socket | None = None) -> str:
         """Serve on `sock` (a listening socket a sandbox made for its instance), else on a
@@ -185,6 +189,10 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses; both have the same methods.
         self.transport = cast(asyncio.Transport, transport)
+        self.api.connections += 1
+        if self.api.connections > MAX_CONNECTIONS:
+            transport.close()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -197,6 +205,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.api.connections -= 1
         self.api.on_lost(self)
         self.transport = None
 

@@ -70,8 +70,8 @@ class Zygote:
             self._died(f"zygote for {self.interpreter} did not start: {exc}")
             raise ZygoteError(f"zygote for {self.interpreter} did not start: {exc}") from None
 
-    async def spawn(self, request: dict[str, Any], log_fd: int) -> int:
-        """Fork an instance; its pid (as lamina sees it)."""
+    async def spawn(self, request: dict[str, Any], fds: list[int]) -> int:
+        """Fork an instance; its pid (as lamina sees it). `fds` travel with the request."""
         async with self._lock:
             if not self.alive:
                 if self._proc is not None:
@@ -84,14 +84,14 @@ class Zygote:
         self._pending[rid] = fut
         data = json.dumps({**request, "op": "spawn", "id": rid}).encode()
         frame = _HEADER.pack(len(data)) + data
-        fds = struct.pack("i", log_fd)
+        packed = struct.pack(f"{len(fds)}i", *fds)
         try:
-            sent = self._sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            sent = self._sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, packed)])
         except BlockingIOError:
             sent = 0
             self._sock.setblocking(True)
             try:
-                sent = self._sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+                sent = self._sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, packed)])
             finally:
                 self._sock.setblocking(False)
         if sent < len(frame):

@@ -6,11 +6,12 @@ It imports lamina's Python bootstrap and the confinement code once, freezes the 
 (`gc.freeze()`, so forked instances share it copy-on-write), then serves lamina over a Unix
 socket (fd in argv[1]):
 
-    lamina -> zygote   {"op": "spawn", "id", "env", "spec", "procs", "netns", "exec"} + log fd
+    lamina -> zygote   {"op": "spawn", "id", "spec", "procs", "netns", "exec"} + 2 fds: the log
+                       pipe, and a pipe holding the environment (read only by the instance)
     zygote -> lamina   {"op": "spawned", "id", "pid"} | {"op": "failed", "id", "error"}
                        {"op": "exit", "pid", "status"}   (status < 0: killed by that signal)
 
-Messages are a 4-byte big-endian length and JSON; the log fd travels as SCM_RIGHTS.
+Messages are a 4-byte big-endian length and JSON; the fds travel as SCM_RIGHTS.
 
 A spawn: new PID namespace for the next child, fork (the instance is PID 1 of it; the zygote
 then points its own next child back at its PID namespace, so one fork suffices) -> new
@@ -124,10 +125,24 @@ def _init(runtime):
             os._exit(os.WEXITSTATUS(status))
 
 
-def _instance(request, log_fd):
+def _read_env(fd):
+    """The instance's environment, from the pipe lamina filled (the zygote never reads it, so
+    one function's variables never sit in the heap the next instance is forked from)."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def _instance(request, log_fd, env_fd):
     """In the forked child: become the instance. Never returns."""
     status = 126
     try:
+        env = _read_env(env_fd)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setsid()
@@ -151,11 +166,11 @@ def _instance(request, log_fd):
         if runtime:
             _init(runtime)  # PID 1 stays a minimal init; the runtime runs as PID 2
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(env)
         argv = request.get("exec")
         if argv:
             try:
-                os.execve(argv[0], argv, request["env"])
+                os.execve(argv[0], argv, env)
             except OSError as exc:
                 os.write(2, ("lamina: cannot exec %s: %s\n" % (argv[0], exc)).encode())
                 os._exit(127)
@@ -172,32 +187,30 @@ def _instance(request, log_fd):
 
 
 def _spawn(sock, request, fds):
-    log_fd = fds[0] if fds else None
-    for extra in fds[1:]:
-        os.close(extra)
-    if log_fd is None:
-        _send(sock, {"op": "failed", "id": request.get("id"), "error": "no log fd"})
+    """fds: the log pipe's write end, then the read end of a pipe holding the environment."""
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        _send(sock, {"op": "failed", "id": request.get("id"), "error": "expected 2 fds"})
         return
+    log_fd, env_fd = fds
     try:
         request["prepared"] = confine.prepare(request["spec"])  # checked before forking
-    except Exception as exc:
-        os.close(log_fd)
-        _send(sock, {"op": "failed", "id": request["id"], "error": str(exc)})
-        return
-    try:
         _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
         pid = os.fork()
-    except OSError as exc:
+    except Exception as exc:
         os.close(log_fd)
+        os.close(env_fd)
         _send(sock, {"op": "failed", "id": request["id"], "error": str(exc)})
         return
     if pid == 0:
         sock.close()
-        _instance(request, log_fd)
+        _instance(request, log_fd, env_fd)
     # Children after this one must not land in the instance's PID namespace: point them back
     # at ours. If that fails the zygote cannot go on safely; lamina restarts it.
     _check(_libc.setns(_PIDNS[0], CLONE_NEWPID), "setns back to the zygote's PID namespace")
     os.close(log_fd)
+    os.close(env_fd)
     _send(sock, {"op": "spawned", "id": request["id"], "pid": pid})
 
 
