@@ -48,10 +48,10 @@ class Platform:
     def build(cls, settings: Settings) -> Platform:
         data = settings.data_path
         data.mkdir(parents=True, exist_ok=True)
+        isolation = _isolation(settings)  # first: a host that cannot isolate gets nothing written
         metadata = MetadataStore.open(data)
         code = CodeStore(data / "code")
         runtimes = RuntimeRegistry(settings.runtime_overrides(), sdk_path(data / "runtime"))
-        isolation = _isolation(settings)
         if isolation is None:
             pool = Pool(lambda _bp: ProcessSandbox(), settings.idle_timeout)
         else:
