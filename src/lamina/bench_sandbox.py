@@ -46,15 +46,16 @@ def _uss_kib(pid: int) -> int | None:
     return sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty") if k in fields)
 
 
-def instance_pids(server_pid: int) -> list[int]:
-    pids: list[int] = []
+def instance_pids(server_pid: int) -> dict[str, list[int]]:
+    """Each instance cgroup of that server, with its processes (init and runtime)."""
+    found: dict[str, list[int]] = {}
     for procs in glob.glob(f"/sys/fs/cgroup/pids/lamina/run-{server_pid}-*/*/cgroup.procs"):
         try:
             with open(procs) as fh:
-                pids += [int(p) for p in fh.read().split()]
+                found[procs] = [int(p) for p in fh.read().split()]
         except OSError:
             continue
-    return pids
+    return found
 
 
 def measure(client: Any, server_pid: int, args: argparse.Namespace, helpers: Any) -> dict[str, Any]:
@@ -119,12 +120,12 @@ def measure(client: Any, server_pid: int, args: argparse.Namespace, helpers: Any
         helpers.create(client, name, noop_zip, args.memory)
         client.request("POST", helpers.invoke_path(name), b"{}")
     time.sleep(0.5)
-    pids = instance_pids(server_pid)
-    uss = [u for u in (_uss_kib(p) for p in pids) if u is not None]
-    out["idle_uss_kib"] = {
+    groups = instance_pids(server_pid)
+    uss = [sum(_uss_kib(p) or 0 for p in pids) for pids in groups.values() if pids]
+    out["idle_uss_kib"] = {  # per instance: its init plus its runtime
         "instances": len(uss),
         "p50": statistics.median(uss) if uss else None,
-        "max": max(uss) if uss else None,
+        "p99": sorted(uss)[int(0.99 * len(uss))] if uss else None,
         "total_mib": round(sum(uss) / 1024, 1),
     }
     warm = []
@@ -133,7 +134,7 @@ def measure(client: Any, server_pid: int, args: argparse.Namespace, helpers: Any
         status, _, _ = client.request("POST", helpers.invoke_path("bench-noop"), b"{}")
         warm.append((time.perf_counter() - t) * 1000)
     out["idle_instances"] = {
-        "held": len(pids),
+        "held": len(groups),
         "warm_ms_while_held": helpers.summary(warm),
     }
     return out

@@ -27,6 +27,7 @@ from lamina.worker.sandbox import Sandbox, SandboxSpec
 SpecFactory = Callable[[str, bool], SandboxSpec]
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit for the init phase of on-demand instances
+FREEZE_AFTER_S = 0.05  # an idle instance is frozen once it has been idle this long
 
 
 class State(enum.StrEnum):
@@ -97,6 +98,7 @@ class Instance:
         self._cold = True
         self._reply: asyncio.Future[RuntimeReply] | None = None
         self._init_output = b""
+        self._freeze: asyncio.TimerHandle | None = None
 
     def _transition(self, new: State) -> None:
         if new not in TRANSITIONS[self.state]:
@@ -174,8 +176,10 @@ class Instance:
             )
             return outcome
         assert self.api is not None
-        if self.state is State.IDLE:
-            self.sandbox.resume()
+        if self._freeze is not None:
+            self._freeze.cancel()
+            self._freeze = None
+        self.sandbox.resume()  # a no-op unless the instance was frozen
         self._transition(State.BUSY)
         self.invocations += 1
         loop = asyncio.get_running_loop()
@@ -227,7 +231,9 @@ class Instance:
         if self.alive and reply.kind in ("response", "error"):
             self._transition(State.IDLE)
             self.idle_since = time.monotonic()
-            self.sandbox.pause()  # idle instances are frozen, as Lambda freezes them
+            # Idle instances are frozen, as Lambda freezes them — after a short grace, so that
+            # back-to-back invocations do not pay a freeze and a thaw each (~0.1-0.3 ms).
+            self._freeze = loop.call_later(FREEZE_AFTER_S, self._pause_if_idle)
         return Outcome(
             body,
             ctype,
@@ -240,6 +246,11 @@ class Instance:
             error_type,
             init_output,
         )
+
+    def _pause_if_idle(self) -> None:
+        self._freeze = None
+        if self.state is State.IDLE:
+            self.sandbox.pause()
 
     def _on_exit(self, _exited: asyncio.Future[int]) -> None:
         if self._reply is not None:
@@ -254,6 +265,9 @@ class Instance:
         if self.state in (State.STOPPING, State.DEAD):
             return
         self._transition(State.STOPPING)
+        if self._freeze is not None:
+            self._freeze.cancel()
+            self._freeze = None
         if self.api is not None:
             self.api.close()
         await self.sandbox.stop()
