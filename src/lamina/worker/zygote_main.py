@@ -110,13 +110,11 @@ def _init(runtime):
     handler's `os.kill(os.getpid(), SIGKILL)` has to kill it, as on Lambda). When the runtime
     ends, init exits with its status — 128 + N when signal N killed it, as a shell reports it —
     and the kernel kills whatever else is left in the namespace."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(sig, lambda signum, _frame: os.kill(runtime, signum))
+    gc.disable()  # init allocates nearly nothing; every page it writes is a private copy
+    wait = os.wait
     while True:
         try:
-            pid, status = os.wait()
-        except InterruptedError:
-            continue
+            pid, status = wait()
         except ChildProcessError:
             os._exit(0)
         if pid == runtime:
