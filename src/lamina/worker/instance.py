@@ -176,10 +176,6 @@ class Instance:
             )
             return outcome
         assert self.api is not None
-        if self._freeze is not None:
-            self._freeze.cancel()
-            self._freeze = None
-        self.sandbox.resume()  # a no-op unless the instance was frozen
         self._transition(State.BUSY)
         self.invocations += 1
         loop = asyncio.get_running_loop()
@@ -246,6 +242,14 @@ class Instance:
             error_type,
             init_output,
         )
+
+    def wake(self) -> bool:
+        """Make an idle instance ready for its next invocation (thaw it if it was frozen);
+        False if it turned out to be dying, e.g. killed from outside while frozen."""
+        if self._freeze is not None:
+            self._freeze.cancel()
+            self._freeze = None
+        return self.sandbox.resume() and self.alive
 
     def _pause_if_idle(self) -> None:
         self._freeze = None

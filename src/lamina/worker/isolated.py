@@ -200,10 +200,17 @@ class IsolatedSandbox:
             self._cgroup.freeze(timeout=0)  # the kernel finishes freezing on its own
             self._frozen = True
 
-    def resume(self) -> None:
-        if self._cgroup is not None and self._frozen:
-            self._cgroup.thaw()
-            self._frozen = False
+    def resume(self) -> bool:
+        if self._cgroup is None or self.exited.done():
+            return False
+        if not self._frozen:
+            return True
+        # A SIGKILL sent while the instance was frozen stays pending until the thaw, and the
+        # instance dies just after it: look for one, so such an instance is not handed work.
+        dying = any(_kill_pending(pid) for pid in self._cgroup.pids())
+        self._cgroup.thaw()
+        self._frozen = False
+        return not dying
 
     async def stop(self) -> None:
         cg, self._cgroup = self._cgroup, None
@@ -236,6 +243,14 @@ class IsolatedSandbox:
         if self._cgroup is not None:
             self._oom = self._oom or self._cgroup.oom_killed()
         return self._oom
+
+
+def _kill_pending(pid: int) -> bool:
+    """Whether SIGKILL is pending for `pid` (thread or process-wide)."""
+    for line in _read(f"/proc/{pid}/status").splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & (1 << 8):
+            return True
+    return False
 
 
 def _read(path: str) -> str:

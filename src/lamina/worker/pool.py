@@ -62,7 +62,7 @@ class Pool:
         stack = self._idle.get(key)
         while stack:
             inst = stack.pop()
-            if inst.alive:
+            if inst.wake():
                 return inst
             self._stop(inst)
         return None

@@ -12,6 +12,7 @@ small contract, so the instance code above it never knows which one it has:
   to its current end first (so output written before a Runtime API reply is never late);
 - `stop()` kills everything the sandbox started and waits for it; calling it twice is harmless;
 - `pause()` / `resume()` freeze an idle instance and thaw it for its next invocation;
+  `resume()` is False when the instance turns out to be dying (it must not be used);
 - `stats()` reports the peak memory the instance used; `oom_killed()` whether it was killed for
   exceeding its memory limit.
 
@@ -65,7 +66,7 @@ class Sandbox(Protocol):
     async def start(self, spec: SandboxSpec) -> None: ...
     def take_output(self) -> bytes: ...
     def pause(self) -> None: ...
-    def resume(self) -> None: ...
+    def resume(self) -> bool: ...
     async def stop(self) -> None: ...
     def stats(self) -> SandboxStats: ...
     def oom_killed(self) -> bool: ...
@@ -142,8 +143,9 @@ class ProcessSandbox:
     def pause(self) -> None:
         """Plain processes are not frozen (there is no cgroup to freeze)."""
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         """See pause()."""
+        return not self.exited.done()
 
     def oom_killed(self) -> bool:
         return False  # no memory limit is enforced on a plain process
