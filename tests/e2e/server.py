@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import selectors
@@ -392,3 +393,19 @@ class Recorder:
                             pass
             for sock in buffers:
                 sock.close()
+
+
+def invoke(lam: Any, name: str, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
+    """Invoke and read the whole response; `body` is the payload bytes, `json` it decoded
+    (None when empty or not JSON). No payload sends an empty body: the event is `{}`."""
+    if payload is not None:
+        kwargs["Payload"] = payload if isinstance(payload, bytes) else json.dumps(payload)
+    out: dict[str, Any] = lam.invoke(FunctionName=name, **kwargs)
+    out["body"] = out["Payload"].read()
+    out["Payload"].close()
+    out["request_id"] = out["ResponseMetadata"]["RequestId"]
+    try:
+        out["json"] = json.loads(out["body"])
+    except ValueError:  # empty, or not JSON (a function may return raw bytes)
+        out["json"] = None
+    return out

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import create
+from tests.e2e.server import create, invoke
 
 RUNTIME = "provided.al2023"
 EXEC = {"bootstrap": 0o755}
@@ -73,19 +73,6 @@ curl -sS -o /dev/null -X POST "$API/init/error" \\
 exit 1
 """
 )
-
-
-def invoke(lam: Any, name: str, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
-    kwargs["Payload"] = json.dumps({} if payload is None else payload)
-    out: dict[str, Any] = lam.invoke(FunctionName=name, **kwargs)
-    out["body"] = out["Payload"].read()
-    out["Payload"].close()
-    out["request_id"] = out["ResponseMetadata"]["RequestId"]
-    try:
-        out["json"] = json.loads(out["body"])
-    except ValueError:  # empty, or not JSON
-        out["json"] = None
-    return out
 
 
 def tail_text(out: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ stop existing, and the cgroup is removed, when lamina is done with the instance.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import signal
@@ -26,6 +25,7 @@ from tests.e2e.server import (
     cgroup_dirs,
     cgroup_pids,
     create,
+    invoke,
     make_zip,
     pid_exists,
     wait_gone,
@@ -52,16 +52,6 @@ def handler(event, context):
             "began": began, "ended": time.time(), "marker": os.environ.get("MARKER")}
 """
 )
-
-
-def invoke(lam: Any, name: str, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
-    kwargs["Payload"] = json.dumps({} if payload is None else payload)
-    out: dict[str, Any] = lam.invoke(FunctionName=name, **kwargs)
-    out["body"] = out["Payload"].read()
-    out["Payload"].close()
-    out["request_id"] = out["ResponseMetadata"]["RequestId"]
-    out["json"] = json.loads(out["body"]) if out["body"] else None
-    return out
 
 
 def ok(out: dict[str, Any]) -> dict[str, Any]:

@@ -13,27 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import RECORD_CODE, Recorder, Server, create, python_runtime
+from tests.e2e.server import RECORD_CODE, Recorder, Server, create, invoke, python_runtime
 
 REQUEST_ID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 # Lambda's limit on a synchronous response (the RIE's MaxPayloadSize; AWS's error message names it)
 MAX_RESPONSE = 6 * 1024 * 1024 + 100
-
-
-def invoke(lam: Any, name: str, payload: Any = None, **kwargs: Any) -> dict[str, Any]:
-    """Invoke and read the whole response; `body` is the payload bytes, `json` it decoded."""
-    if payload is not None:
-        kwargs["Payload"] = payload if isinstance(payload, bytes) else json.dumps(payload)
-    out: dict[str, Any] = lam.invoke(FunctionName=name, **kwargs)
-    out["body"] = out["Payload"].read()
-    out["Payload"].close()
-    out["request_id"] = out["ResponseMetadata"]["RequestId"]
-    try:
-        out["json"] = json.loads(out["body"])
-    except ValueError:  # empty, or not JSON (a function may return raw bytes)
-        out["json"] = None
-    return out
 
 
 def tail_text(out: dict[str, Any]) -> str:
