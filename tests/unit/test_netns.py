@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from lamina.worker import netns
-from lamina.worker.netns import Netns, NetnsPool, NetworkConfig, NetworkHost
+from lamina.worker.netns import Netns, NetworkConfig, NetworkHost
+from lamina.worker.netns_pool import NetnsPool
 
 if os.geteuid() != 0:
     pytest.skip(

@@ -27,7 +27,8 @@ import subprocess
 from dataclasses import dataclass, field
 
 from lamina.worker import cgroups
-from lamina.worker.netns import NetnsPool, NetworkHost
+from lamina.worker.netns import NetworkHost
+from lamina.worker.netns_pool import NetnsPool
 from lamina.worker.sandbox import LogPipe, SandboxSpec, SandboxStats
 from lamina.worker.zygote import Zygotes
 
