@@ -39,10 +39,11 @@ rules, and they stay until the last owner leaves.)
 setns in, socket + bind + listen, setns back (~15 us). That is how each instance gets its
 Runtime API at 127.0.0.1:9001, reachable from its own namespace only.
 
-Contract for reuse: `NetnsPool.release()` (netns_pool.py) only once every process that entered the namespace
-is dead and lamina has closed the sockets `listen()` gave it. The pool checks (off the event
-loop) that no socket is still open inside and destroys the namespace instead of reusing it if
-one is. Processes without sockets cannot be seen from here: that part is the caller's.
+Contract for reuse (netns_pool.py): `NetnsPool.release()` only once every process that
+entered the namespace is dead and lamina has closed the sockets `listen()` gave it. The pool
+checks (off the event loop) that no socket is still open inside and destroys the namespace
+instead of reusing it if one is. Processes without sockets cannot be seen from here: that
+part is the caller's.
 """
 
 from __future__ import annotations
