@@ -37,9 +37,9 @@ async def list_functions(request: Request) -> Response:
 async def get_function(request: Request) -> Response:
     platform = _platform(request)
     fns = platform.functions
-    rec, _ = fns.resolve(path_param(request, "name"), request.query_params.get("Qualifier"))
+    rec, q = fns.resolve(path_param(request, "name"), request.query_params.get("Qualifier"))
     out: dict[str, object] = {
-        "Configuration": fns.configuration(rec),
+        "Configuration": fns.configuration(rec, q),
         "Code": {
             "RepositoryType": "S3",
             "Location": platform.sign_code_url(base_url(request), rec.code_sha256_hex),
@@ -52,8 +52,8 @@ async def get_function(request: Request) -> Response:
 
 async def get_configuration(request: Request) -> Response:
     fns = _platform(request).functions
-    rec, _ = fns.resolve(path_param(request, "name"), request.query_params.get("Qualifier"))
-    return json_response(fns.configuration(rec))
+    rec, q = fns.resolve(path_param(request, "name"), request.query_params.get("Qualifier"))
+    return json_response(fns.configuration(rec, q))
 
 
 async def update_configuration(request: Request) -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lamina.config import Settings
 from lamina.control import validation as check
+from lamina.control.versions import Versions
 from lamina.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -66,8 +67,9 @@ class Functions:
         self._latest: dict[str, FunctionRecord] = {
             rec.name: rec for rec in metadata.all_versions() if rec.version == LATEST
         }
-        self._blueprints: dict[str, Blueprint] = {}
+        self._blueprints: dict[tuple[str, str], Blueprint] = {}
         self._lock = asyncio.Lock()
+        self.versions = Versions(self, metadata)
         # The lamina API as instances reach it (AWS_ENDPOINT_URL); set once the server listens.
         self.endpoint_url: str | None = None
 
@@ -76,8 +78,35 @@ class Functions:
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, self.settings.account_id, name, qualifier)
 
-    def resolve(self, raw: str, qualifier: str | None = None) -> tuple[FunctionRecord, str | None]:
-        """The record a `FunctionName` (+ `Qualifier`) names, and the qualifier in force."""
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while function, version or alias metadata changes."""
+        return self._lock
+
+    @staticmethod
+    def now_iso() -> str:
+        return _now_iso()
+
+    def latest(self, name: str) -> FunctionRecord | None:
+        return self._latest.get(name)
+
+    def latest_of(self, raw: str) -> FunctionRecord:
+        """`$LATEST` of the function `raw` names; a version or alias qualifier is refused."""
+        rec, q = self.resolve(raw)
+        if q not in (None, LATEST):
+            raise InvalidParameterValueException(
+                f"Only $LATEST can be changed or published from; {q} is not $LATEST."
+            )
+        return rec
+
+    def resolve(
+        self, raw: str, qualifier: str | None = None, route: bool = False
+    ) -> tuple[FunctionRecord, str | None]:
+        """The record a `FunctionName` (+ `Qualifier`) names, and the qualifier in force.
+
+        The qualifier may be `$LATEST`, a version number or an alias (its version). With
+        `route` (Invoke), an alias with weighted routing picks the version per call.
+        """
         ref = parse_function_name(raw)
         if ref is None:
             raise InvalidParameterValueException(
@@ -95,7 +124,9 @@ class Functions:
         if q is not None and not valid_qualifier(q):
             raise InvalidParameterValueException(f"Invalid qualifier: {q}")
         rec = self._latest.get(ref.name) if self._ours(ref) else None
-        if rec is None or q not in (None, LATEST):
+        if rec is not None and q not in (None, LATEST):
+            rec = self.versions.lookup(ref.name, q, route)
+        if rec is None:
             raise ResourceNotFoundException(
                 f"Function not found: {self.arn(ref.name, q if q != LATEST else None)}"
             )
@@ -109,11 +140,14 @@ class Functions:
 
     # -- the FunctionConfiguration shape -----------------------------------------------------
 
-    def configuration(self, rec: FunctionRecord) -> dict[str, Any]:
+    def configuration(self, rec: FunctionRecord, qualifier: str | None = None) -> dict[str, Any]:
+        """FunctionConfiguration; its ARN carries `qualifier` (as asked) or a version number."""
         c = rec.config
+        if qualifier is None and rec.version != LATEST:
+            qualifier = rec.version
         out: dict[str, Any] = {
             "FunctionName": rec.name,
-            "FunctionArn": self.arn(rec.name),
+            "FunctionArn": self.arn(rec.name, qualifier),
             "Runtime": c["Runtime"],
             "Role": c["Role"],
             "Handler": c["Handler"],
@@ -229,10 +263,12 @@ class Functions:
             if name in self._latest or not self.metadata.create_function(rec):
                 raise ResourceConflictException(f"Function already exist: {name}")
             self._latest[name] = rec
+        if body.get("Publish"):
+            return await self.versions.publish(name, {})
         return self.configuration(rec)
 
     async def update_code(self, raw: str, body: dict[str, Any]) -> dict[str, Any]:
-        rec, _ = self.resolve(raw)
+        rec = self.latest_of(raw)
         check_revision(rec, body.get("RevisionId"))
         sha_hex, code_fields = await self._store_code(body)
         if body.get("DryRun"):
@@ -242,10 +278,13 @@ class Functions:
             )
         if "Architectures" in body:
             code_fields["Architectures"] = check.architectures(body["Architectures"])
-        return await self._commit(rec, dict(rec.config, **code_fields), sha_hex)
+        out = await self._commit(rec, dict(rec.config, **code_fields), sha_hex)
+        if body.get("Publish"):
+            return await self.versions.publish(rec.name, {})
+        return out
 
     async def update_configuration(self, raw: str, body: dict[str, Any]) -> dict[str, Any]:
-        rec, _ = self.resolve(raw)
+        rec = self.latest_of(raw)
         check_revision(rec, body.get("RevisionId"))
         cfg = self._checked_config(body, rec.config, rec.name)
         return await self._commit(rec, cfg, rec.code_sha256_hex)
@@ -263,7 +302,7 @@ class Functions:
             )
             self.metadata.update_version(new)
             self._latest[rec.name] = new
-            self._blueprints.pop(rec.name, None)
+            self._forget_blueprints(rec.name)
         self._on_change(rec.name)
         return self.configuration(new)
 
@@ -290,20 +329,31 @@ class Functions:
         return [self.configuration(self._latest[n]) for n in page], next_marker
 
     async def delete(self, raw: str, qualifier: str | None) -> None:
+        """Delete the function (its versions and aliases too), or with a version qualifier
+        that one version."""
         rec, q = self.resolve(raw, qualifier)
-        if q not in (None,):
+        if q == LATEST:
             raise InvalidParameterValueException(
                 "$LATEST version cannot be deleted without deleting the function."
             )
-        async with self._lock:
-            self.metadata.delete_function(rec.name)
-            self._latest.pop(rec.name, None)
-            self._blueprints.pop(rec.name, None)
+        if q is not None:
+            gone = [await self.versions.delete_version(rec.name, q)]
+        else:
+            async with self._lock:
+                self.metadata.delete_function(rec.name)
+                self._latest.pop(rec.name, None)
+                gone = [rec, *self.versions.forget(rec.name)]
+        self._forget_blueprints(rec.name)
         self._on_change(rec.name)
-        await asyncio.to_thread(self._collect_code, rec.code_sha256_hex)
+        await asyncio.to_thread(self._collect_code, {r.code_sha256_hex for r in gone})
 
-    def _collect_code(self, sha_hex: str) -> None:
-        if sha_hex not in self.metadata.referenced_code():
+    def _forget_blueprints(self, name: str) -> None:
+        for key in [k for k in self._blueprints if k[0] == name]:
+            del self._blueprints[key]
+
+    def _collect_code(self, shas: set[str]) -> None:
+        referenced = self.metadata.referenced_code()
+        for sha_hex in shas - referenced:
             self.code.delete(sha_hex)
 
     def names(self) -> list[str]:
@@ -311,6 +361,11 @@ class Functions:
 
     def usage(self) -> dict[str, int]:
         total = sum(int(r.config["CodeSize"]) for r in self._latest.values())
+        total += sum(
+            int(r.config["CodeSize"])
+            for vs in self.versions.published.values()
+            for r in vs.values()
+        )
         return {"TotalCodeSize": total, "FunctionCount": len(self._latest)}
 
     # -- tags ----------------------------------------------------------------------------------
@@ -346,14 +401,16 @@ class Functions:
         changed = network != rec.tags.get(NETWORK_TAG, "egress")
         self.metadata.set_tags(rec.name, tags)
         rec.tags = tags
+        for published in self.versions.published.get(rec.name, {}).values():
+            published.tags = tags
         if changed:  # running instances keep the network they started with: retire them
-            self._blueprints.pop(rec.name, None)
+            self._forget_blueprints(rec.name)
             self._on_change(rec.name)
 
     # -- what the worker needs -----------------------------------------------------------------
 
     def blueprint(self, rec: FunctionRecord) -> Blueprint:
-        bp = self._blueprints.get(rec.name)
+        bp = self._blueprints.get((rec.name, rec.version))
         if bp is not None and bp.revision_id == rec.revision_id:
             return bp
         c = rec.config
@@ -362,7 +419,7 @@ class Functions:
             name=rec.name,
             version=rec.version,
             revision_id=rec.revision_id,
-            arn=self.arn(rec.name),
+            arn=self.arn(rec.name, None if rec.version == LATEST else rec.version),
             runtime=self.runtimes.resolve(c["Runtime"]),
             handler=c["Handler"],
             memory_mb=c["MemorySize"],
@@ -376,7 +433,7 @@ class Functions:
             endpoint_url=self.endpoint_url,
             network=rec.tags.get(NETWORK_TAG, "egress"),
         )
-        self._blueprints[rec.name] = bp
+        self._blueprints[(rec.name, rec.version)] = bp
         return bp
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from lamina.store.schema import function_versions, functions
+from lamina.store.schema import function_aliases, function_versions, functions, version_counters
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,6 +30,16 @@ class FunctionRecord:
     revision_id: str
     tags: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
+
+
+@dataclass(slots=True)
+class AliasRecord:
+    function: str
+    name: str
+    function_version: str
+    description: str
+    routing: dict[str, float]  # AdditionalVersionWeights: {"2": 0.1}
+    revision_id: str
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -94,6 +104,8 @@ class MetadataStore:
 
     def delete_function(self, name: str) -> bool:
         with self.engine.begin() as conn:
+            conn.execute(function_aliases.delete().where(function_aliases.c.name == name))
+            conn.execute(version_counters.delete().where(version_counters.c.name == name))
             conn.execute(function_versions.delete().where(function_versions.c.name == name))
             return conn.execute(functions.delete().where(functions.c.name == name)).rowcount > 0
 
@@ -112,6 +124,78 @@ class MetadataStore:
                     revision_id=row["revision_id"],
                     tags=dict(row["tags"]),
                     created=row["created"],
+                )
+
+    # -- published versions ----------------------------------------------------------------
+
+    def publish_version(self, rec: FunctionRecord) -> None:
+        """Insert a published version and advance the function's version counter with it."""
+        number = int(rec.version)
+        with self.engine.begin() as conn:
+            conn.execute(function_versions.insert().values(**self._version_row(rec)))
+            moved = conn.execute(
+                version_counters.update()
+                .where(version_counters.c.name == rec.name)
+                .values(last_version=number)
+            ).rowcount
+            if not moved:
+                conn.execute(version_counters.insert().values(name=rec.name, last_version=number))
+
+    def delete_version(self, name: str, version: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                function_versions.delete()
+                .where(function_versions.c.name == name)
+                .where(function_versions.c.version == version)
+            )
+
+    def last_versions(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(version_counters.c.name, version_counters.c.last_version))
+            return {r[0]: int(r[1]) for r in rows}
+
+    # -- aliases -----------------------------------------------------------------------------
+
+    def put_alias(self, alias: AliasRecord, *, create: bool) -> None:
+        values = {
+            "function_version": alias.function_version,
+            "description": alias.description,
+            "routing": alias.routing,
+            "revision_id": alias.revision_id,
+        }
+        with self.engine.begin() as conn:
+            if create:
+                conn.execute(
+                    function_aliases.insert().values(
+                        name=alias.function, alias=alias.name, **values
+                    )
+                )
+            else:
+                conn.execute(
+                    function_aliases.update()
+                    .where(function_aliases.c.name == alias.function)
+                    .where(function_aliases.c.alias == alias.name)
+                    .values(**values)
+                )
+
+    def delete_alias(self, function: str, name: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                function_aliases.delete()
+                .where(function_aliases.c.name == function)
+                .where(function_aliases.c.alias == name)
+            )
+
+    def all_aliases(self) -> Iterator[AliasRecord]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(function_aliases)).mappings():
+                yield AliasRecord(
+                    function=row["name"],
+                    name=row["alias"],
+                    function_version=row["function_version"],
+                    description=row["description"],
+                    routing={str(k): float(v) for k, v in dict(row["routing"]).items()},
+                    revision_id=row["revision_id"],
                 )
 
     def referenced_code(self) -> set[str]:
