@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from lamina.api import account, functions, invocations, tags
+from lamina.api import account, functions, invocations, streaming, tags, versions
 from lamina.api.render import error_response, handle_lambda_error, handle_unexpected
 from lamina.errors import LambdaError, UnknownOperationException, ValidationException
 from lamina.platform import Platform
@@ -31,7 +31,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def route_table() -> list[BaseRoute]:
-    return [*functions.routes, *invocations.routes, *tags.routes, *account.routes]
+    return [
+        *functions.routes,
+        *versions.routes,
+        *invocations.routes,
+        *streaming.routes,
+        *tags.routes,
+        *account.routes,
+    ]
 
 
 def build_app(platform: Platform) -> Starlette:

@@ -65,6 +65,14 @@ class InvokeResult:
 
 
 @dataclass(slots=True)
+class StreamCall:
+    """An InvokeWithResponseStream call, checked and resolved, not yet run."""
+
+    bp: Blueprint
+    inv: Invocation
+
+
+@dataclass(slots=True)
 class Counters:
     invocations: int = 0
     errors: int = 0
@@ -90,33 +98,45 @@ class Invoker:
 
     # -- the request -------------------------------------------------------------------------
 
-    async def invoke(self, req: InvokeRequest) -> InvokeResult:
-        try:
+    def _accept(
+        self, req: InvokeRequest, allowed: tuple[InvocationType, ...], operation: str
+    ) -> tuple[InvocationType, Blueprint, Invocation] | InvokeResult:
+        """Check a request and resolve its function: what to run, or DryRun's 204 answer.
+        Every error is raised here, before anything runs or any response is sent."""
+        itype: InvocationType | None = None
+        if req.invocation_type in InvocationType.__members__.values():
             itype = InvocationType(req.invocation_type)
-        except ValueError:
+        if itype is None or itype not in allowed:
             raise InvalidParameterValueException(
-                f"Unsupported invocation type: {req.invocation_type}. Use RequestResponse, "
-                "Event or DryRun."
-            ) from None
+                f"Unsupported invocation type: {req.invocation_type}. Use "
+                f"{', '.join(t.value for t in allowed)}."
+            )
         if req.log_type not in (LogType.NONE, LogType.TAIL):
             raise InvalidParameterValueException(f"Unsupported log type: {req.log_type}")
         # the qualifier may come in the name ("fn:$LATEST", an ARN) or as ?Qualifier=
-        rec, qualifier = self.functions.resolve(req.function_name, req.qualifier)
+        rec, qualifier = self.functions.resolve(req.function_name, req.qualifier, route=True)
         limit = MAX_ASYNC_PAYLOAD if itype is InvocationType.EVENT else MAX_SYNC_PAYLOAD
         if len(req.payload) > limit:
             raise RequestTooLargeException(
-                f"Request must be smaller than {limit} bytes for the InvokeFunction operation"
+                f"Request must be smaller than {limit} bytes for the {operation} operation"
             )
         payload = _check_json(req.payload)
         client_context = _client_context(req.client_context)
         if itype is InvocationType.DRY_RUN:
             return InvokeResult(204, request_id=str(uuid.uuid4()))
         bp = self.functions.blueprint(rec)
-        inv = self._invocation(rec, qualifier, payload, req, client_context)
+        return itype, bp, self._invocation(rec, qualifier, payload, req, client_context)
+
+    async def invoke(self, req: InvokeRequest) -> InvokeResult:
+        accepted = self._accept(req, tuple(InvocationType), "InvokeFunction")
+        if isinstance(accepted, InvokeResult):
+            return accepted
+        itype, bp, inv = accepted
+        rec_name = bp.name
         if itype is InvocationType.EVENT:
             if self._closing:
                 raise ServiceException("lamina is shutting down and accepts no new events")
-            self._queue.append((rec.name, bp, inv))
+            self._queue.append((rec_name, bp, inv))
             self.counters.async_accepted += 1
             self._wakeup.set()
             return InvokeResult(202, request_id=inv.request_id)
@@ -131,6 +151,26 @@ class Invoker:
         if req.log_type == LogType.TAIL:
             headers["X-Amz-Log-Result"] = tail(text)
         return InvokeResult(200, outcome.body, outcome.content_type, headers, inv.request_id)
+
+    # -- InvokeWithResponseStream ---------------------------------------------------------------
+
+    def prepare_stream(self, req: InvokeRequest) -> StreamCall | InvokeResult:
+        """Check an InvokeWithResponseStream request and resolve its function: the call to run
+        with `run_stream`, or the 204 answer to a DryRun."""
+        allowed = (InvocationType.REQUEST_RESPONSE, InvocationType.DRY_RUN)
+        accepted = self._accept(req, allowed, "InvokeWithResponseStream")
+        if isinstance(accepted, InvokeResult):
+            return accepted
+        _itype, bp, inv = accepted
+        return StreamCall(bp, inv)
+
+    async def run_stream(self, call: StreamCall) -> tuple[Outcome, str]:
+        """Run a prepared streaming call (its chunks go to `call.inv.stream`, if set)."""
+        self._sync_inflight += 1
+        try:
+            return await self.run(call.bp, call.inv)
+        finally:
+            self._sync_inflight -= 1
 
     def _invocation(
         self,
