@@ -47,6 +47,13 @@ SETTINGS: tuple[Setting, ...] = (
         "explicit runtime mappings, e.g. 'python3.14=/usr/bin/python3.13' (comma-separated)",
     ),
     Setting("log_level", str, "info", "server log level: debug, info, warning, error"),
+    Setting(
+        "concurrency_limit",
+        int,
+        1000,
+        "the account's concurrent executions (reservations must leave 100 unreserved)",
+    ),
+    Setting("scale_up_rate", int, 1000, "new instances a function may start per 10 seconds"),
 )
 
 
@@ -61,6 +68,8 @@ class Settings:
     idle_timeout: float = 300.0
     runtimes: str = ""
     log_level: str = "info"
+    concurrency_limit: int = 1000
+    scale_up_rate: int = 1000
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

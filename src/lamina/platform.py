@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from lamina.config import Settings
+from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.functions import Functions
 from lamina.credentials import Credentials, load_or_create
 from lamina.invoke.router import Invoker
@@ -38,6 +39,7 @@ class Platform:
     functions: Functions
     pool: Pool
     invoker: Invoker
+    event_configs: EventInvokeConfigs
     credentials: Credentials
     isolation: IsolationHost | None = None  # None: instances are plain processes
     started: float = field(default_factory=time.time)
@@ -58,6 +60,8 @@ class Platform:
             host = isolation
             pool = Pool(lambda bp: IsolatedSandbox(host, bp.network), settings.idle_timeout)
         functions = Functions(settings, metadata, code, runtimes, pool.retire)
+        event_configs = EventInvokeConfigs(functions, metadata)
+        functions.on_delete.append(event_configs.forget)
         return cls(
             settings=settings,
             metadata=metadata,
@@ -65,7 +69,8 @@ class Platform:
             runtimes=runtimes,
             functions=functions,
             pool=pool,
-            invoker=Invoker(functions, pool),
+            invoker=Invoker(functions, pool, event_configs),
+            event_configs=event_configs,
             credentials=load_or_create(data),
             isolation=isolation,
         )

@@ -12,19 +12,19 @@ from lamina.platform import Platform
 TOTAL_CODE_SIZE = 80530636800
 CODE_SIZE_UNZIPPED = 262144000
 CODE_SIZE_ZIPPED = 52428800
-CONCURRENT_EXECUTIONS = 1000
 
 
 async def get_account_settings(request: Request) -> Response:
     platform: Platform = request.app.state.platform
+    concurrency = platform.invoker.concurrency
     return json_response(
         {
             "AccountLimit": {
                 "TotalCodeSize": TOTAL_CODE_SIZE,
                 "CodeSizeUnzipped": CODE_SIZE_UNZIPPED,
                 "CodeSizeZipped": CODE_SIZE_ZIPPED,
-                "ConcurrentExecutions": CONCURRENT_EXECUTIONS,
-                "UnreservedConcurrentExecutions": CONCURRENT_EXECUTIONS,
+                "ConcurrentExecutions": concurrency.limit,
+                "UnreservedConcurrentExecutions": concurrency.unreserved(),
             },
             "AccountUsage": platform.functions.usage(),
         }

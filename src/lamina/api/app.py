@@ -13,7 +13,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from lamina.api import account, functions, invocations, streaming, tags, versions
+from lamina.api import (
+    account,
+    concurrency,
+    event_invoke,
+    functions,
+    invocations,
+    streaming,
+    tags,
+    versions,
+)
 from lamina.api.render import error_response, handle_lambda_error, handle_unexpected
 from lamina.errors import LambdaError, UnknownOperationException, ValidationException
 from lamina.platform import Platform
@@ -37,7 +46,9 @@ def route_table() -> list[BaseRoute]:
         *invocations.routes,
         *streaming.routes,
         *tags.routes,
+        *event_invoke.routes,
         *account.routes,
+        *concurrency.routes,
     ]
 
 

@@ -47,6 +47,9 @@ async def get_function(request: Request) -> Response:
     }
     if rec.tags:
         out["Tags"] = dict(rec.tags)
+    concurrency = fns.get_concurrency(rec.name)
+    if concurrency:
+        out["Concurrency"] = concurrency
     return json_response(out)
 
 

@@ -32,6 +32,9 @@ from lamina.worker.blueprint import Blueprint
 
 # A function tagged `lamina:network=none` gets no network at all (loopback only).
 NETWORK_TAG = "lamina:network"
+# Reserved concurrency lives in $LATEST's config dict and applies to the whole function.
+RESERVED = "ReservedConcurrentExecutions"
+MIN_UNRESERVED = 100
 
 
 def _now_iso() -> str:
@@ -67,11 +70,17 @@ class Functions:
         self._latest: dict[str, FunctionRecord] = {
             rec.name: rec for rec in metadata.all_versions() if rec.version == LATEST
         }
+        # function name -> ReservedConcurrentExecutions (the invoke path reads it live)
+        self.reserved: dict[str, int] = {
+            n: int(r.config[RESERVED]) for n, r in self._latest.items() if RESERVED in r.config
+        }
         self._blueprints: dict[tuple[str, str], Blueprint] = {}
         self._lock = asyncio.Lock()
         self.versions = Versions(self, metadata)
         # The lamina API as instances reach it (AWS_ENDPOINT_URL); set once the server listens.
         self.endpoint_url: str | None = None
+        # Called with a function's name once it is deleted (not for one of its versions).
+        self.on_delete: list[Callable[[str], None]] = []
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -213,7 +222,9 @@ class Functions:
             raise InvalidParameterValueException(
                 f"Layer version {body['Layers'][0]} does not exist."
             )
-        for key in ("DeadLetterConfig", "KMSKeyArn", "VpcConfig"):
+        if "DeadLetterConfig" in body:
+            cfg["DeadLetterConfig"] = check.dead_letter_config(body["DeadLetterConfig"])
+        for key in ("KMSKeyArn", "VpcConfig"):
             if key in body:
                 cfg[key] = body[key]
         if body.get("PackageType", "Zip") != "Zip":
@@ -342,7 +353,10 @@ class Functions:
             async with self._lock:
                 self.metadata.delete_function(rec.name)
                 self._latest.pop(rec.name, None)
+                self.reserved.pop(rec.name, None)
                 gone = [rec, *self.versions.forget(rec.name)]
+            for hook in self.on_delete:
+                hook(rec.name)
         self._forget_blueprints(rec.name)
         self._on_change(rec.name)
         await asyncio.to_thread(self._collect_code, {r.code_sha256_hex for r in gone})
@@ -367,6 +381,57 @@ class Functions:
             for r in vs.values()
         )
         return {"TotalCodeSize": total, "FunctionCount": len(self._latest)}
+
+    # -- reserved concurrency --------------------------------------------------------------------
+
+    def get_concurrency(self, raw: str) -> dict[str, int]:
+        rec = self.latest_of(raw)
+        if rec.name in self.reserved:
+            return {RESERVED: self.reserved[rec.name]}
+        return {}
+
+    async def put_concurrency(self, raw: str, body: dict[str, Any]) -> dict[str, int]:
+        rec = self.latest_of(raw)
+        value = body.get(RESERVED)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidParameterValueException(
+                f"1 validation error detected: Value '{value}' at 'reservedConcurrentExecutions' "
+                "failed to satisfy constraint: Member must have value greater than or equal to 0"
+            )
+        async with self._lock:
+            others = sum(v for n, v in self.reserved.items() if n != rec.name)
+            if self.settings.concurrency_limit - others - value < MIN_UNRESERVED:
+                raise InvalidParameterValueException(
+                    "Specified ReservedConcurrentExecutions for function decreases account's "
+                    "UnreservedConcurrentExecution below its minimum value of "
+                    f"[{MIN_UNRESERVED}]."
+                )
+            self._set_config(rec.name, {**self._current(rec.name).config, RESERVED: value})
+            self.reserved[rec.name] = value
+        return {RESERVED: value}
+
+    async def delete_concurrency(self, raw: str) -> None:
+        rec = self.latest_of(raw)
+        async with self._lock:
+            cfg = {k: v for k, v in self._current(rec.name).config.items() if k != RESERVED}
+            self._set_config(rec.name, cfg)
+            self.reserved.pop(rec.name, None)
+
+    def _current(self, name: str) -> FunctionRecord:
+        current = self._latest.get(name)
+        if current is None:
+            raise ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+        return current
+
+    def _set_config(self, name: str, cfg: dict[str, Any]) -> None:
+        """Store a function-level setting in $LATEST's config: same revision, same blueprint,
+        so running and warm instances are kept."""
+        cur = self._current(name)
+        new = FunctionRecord(
+            name, LATEST, cfg, cur.code_sha256_hex, cur.revision_id, cur.tags, cur.created
+        )
+        self.metadata.update_version(new)
+        self._latest[name] = new
 
     # -- tags ----------------------------------------------------------------------------------
 

@@ -200,3 +200,32 @@ def logging_config(value: Any, name: str) -> dict[str, str]:
                 )
             out[key] = value[key]
     return out
+
+
+LAMBDA_ARN_RE = re.compile(
+    r"^arn:(aws[a-zA-Z-]*)?:lambda:[a-z]{2}(-gov)?-[a-z]+-\d:\d{12}:function:"
+    r"[a-zA-Z0-9-_]{1,64}(:(\$LATEST|[a-zA-Z0-9-_]{1,128}))?$"
+)
+
+
+def destination_arn(value: Any, what: str) -> str:
+    """A destination (DestinationConfig, DeadLetterConfig.TargetArn): a Lambda function ARN.
+    SQS, SNS and EventBridge targets arrive with those services."""
+    if not isinstance(value, str) or not value.startswith("arn:"):
+        raise InvalidParameterValueException(f"{what} must be an ARN, got {value!r}")
+    if LAMBDA_ARN_RE.match(value):
+        return value
+    service = value.split(":")[2] if value.count(":") >= 2 else "?"
+    raise InvalidParameterValueException(
+        f"{what} {value} is not supported: lamina delivers to Lambda function ARNs only "
+        f"for now ({service} destinations such as SQS and SNS arrive with those services)."
+    )
+
+
+def dead_letter_config(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidParameterValueException("DeadLetterConfig must be an object")
+    target = value.get("TargetArn")
+    if not target:  # an empty TargetArn removes the dead-letter target
+        return {}
+    return {"TargetArn": destination_arn(target, "DeadLetterConfig.TargetArn")}

@@ -35,7 +35,7 @@ PAGE_LIMIT = 50
 
 def _same_snapshot(a: FunctionRecord, b: FunctionRecord) -> bool:
     """Whether two records hold the same code and configuration (publishing would add nothing)."""
-    skip = ("LastModified", "Description")
+    skip = ("LastModified", "Description", "ReservedConcurrentExecutions")
     ca = {k: v for k, v in a.config.items() if k not in skip}
     cb = {k: v for k, v in b.config.items() if k not in skip}
     return a.code_sha256_hex == b.code_sha256_hex and ca == cb

@@ -4,9 +4,9 @@
     -> lease an instance from the pool -> hand it the event -> its Outcome
     -> the log (START/END/REPORT) -> the response (body, X-Amz-* headers)
 
-Async (`Event`) invocations are kept in memory and run by background tasks; nothing accepted is
-dropped while the server runs, and shutdown drains them. (Durability across restarts is the
-job of the durable queue, which replaces `_queue` without changing this module's callers.)
+Async (`Event`) invocations go to the durable queue (`invoke.queue`): committed to SQLite
+before the 202, run by its workers with retries and destinations, and run again after a
+restart if lamina stopped before they finished. Shutdown runs what is due, then stops.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import json
 import logging
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 
+from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.functions import Functions
 from lamina.errors import (
     InvalidParameterValueException,
@@ -28,9 +29,11 @@ from lamina.errors import (
     RequestTooLargeException,
     ServiceException,
 )
+from lamina.invoke.concurrency import Concurrency, Throttled
+from lamina.invoke.queue import EventQueue, QueuedEvent
 from lamina.observe.logs import InvocationLog, tail
 from lamina.store.metadata import FunctionRecord
-from lamina.types import InvocationType, LogType
+from lamina.types import InvocationType, LogType, parse_function_name
 from lamina.worker.blueprint import Blueprint
 from lamina.worker.instance import Outcome
 from lamina.worker.pool import Pool
@@ -40,6 +43,8 @@ MAX_SYNC_PAYLOAD = 6 * 1024 * 1024
 MAX_ASYNC_PAYLOAD = 1024 * 1024
 MAX_CLIENT_CONTEXT = 3583
 ASYNC_CONCURRENCY = 64
+THROTTLE_BACKOFF_S = 0.5  # a throttled event is queued again after 0.5 s, 1 s, 2 s, ... 5 s
+THROTTLE_BACKOFF_MAX_S = 5.0
 
 log = logging.getLogger("lamina.invoke")
 
@@ -77,24 +82,34 @@ class Counters:
     invocations: int = 0
     errors: int = 0
     async_accepted: int = 0
-    async_done: int = 0
 
 
 class Invoker:
-    def __init__(self, functions: Functions, pool: Pool) -> None:
+    def __init__(
+        self, functions: Functions, pool: Pool, configs: EventInvokeConfigs | None = None
+    ) -> None:
         self.functions = functions
         self.pool = pool
         self.counters = Counters()
-        self._queue: deque[tuple[str, Blueprint, Invocation]] = deque()
-        self._wakeup = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
+        settings = functions.settings
+        self.concurrency = Concurrency(
+            settings.concurrency_limit, settings.scale_up_rate, functions.reserved
+        )
+        self.queue = EventQueue(
+            functions.metadata.engine,
+            functions,
+            configs or EventInvokeConfigs(functions, functions.metadata),
+            self.run,
+            ASYNC_CONCURRENCY,
+            throttled=(Throttled,),
+            throttle_backoff=(THROTTLE_BACKOFF_S, THROTTLE_BACKOFF_MAX_S),
+        )
         self._inflight: set[asyncio.Task[None]] = set()
         self._sync_inflight = 0
         self._closing = False
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._async_worker()) for _ in range(ASYNC_CONCURRENCY)]
+        self.queue.start()
 
     # -- the request -------------------------------------------------------------------------
 
@@ -136,9 +151,19 @@ class Invoker:
         if itype is InvocationType.EVENT:
             if self._closing:
                 raise ServiceException("lamina is shutting down and accepts no new events")
-            self._queue.append((rec_name, bp, inv))
+            ref = parse_function_name(inv.invoked_arn)
+            await self.queue.put(
+                QueuedEvent(
+                    request_id=inv.request_id,
+                    function=rec_name,
+                    qualifier=ref.qualifier if ref is not None else None,
+                    version=bp.version,
+                    payload=inv.payload,
+                    trace_id=inv.trace_id,
+                    client_context=inv.client_context,
+                )
+            )
             self.counters.async_accepted += 1
-            self._wakeup.set()
             return InvokeResult(202, request_id=inv.request_id)
         self._sync_inflight += 1
         try:
@@ -162,6 +187,7 @@ class Invoker:
         if isinstance(accepted, InvokeResult):
             return accepted
         _itype, bp, inv = accepted
+        self.concurrency.check(bp.name)  # a throttle is a 429, before the stream starts
         return StreamCall(bp, inv)
 
     async def run_stream(self, call: StreamCall) -> tuple[Outcome, str]:
@@ -192,8 +218,9 @@ class Invoker:
     # -- running it ----------------------------------------------------------------------------
 
     async def run(self, bp: Blueprint, inv: Invocation) -> tuple[Outcome, str]:
-        self.counters.invocations += 1
-        async with self.pool.lease(bp) as instance:
+        cold = functools.partial(self.concurrency.cold_start, bp.name)  # refuses past the rate
+        async with self.concurrency.lease(bp.name), self.pool.lease(bp, cold) as instance:
+            self.counters.invocations += 1
             inv.deadline_ms = int(time.time() * 1000) + bp.timeout_s * 1000
             outcome = await instance.invoke(inv, bp.timeout_s)
         if outcome.function_error:
@@ -219,46 +246,24 @@ class Invoker:
             log.debug("%s", text.rstrip())
         return outcome, text
 
-    async def _async_worker(self) -> None:
-        while True:
-            while not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            name, bp, inv = self._queue.popleft()
-            try:
-                await self.run(bp, inv)
-            except Exception:  # a platform fault must not kill the worker
-                log.exception("async invocation %s of %s failed in lamina", inv.request_id, name)
-            finally:
-                self.counters.async_done += 1
-
     def stats(self) -> dict[str, int]:
         return {
             "invocations": self.counters.invocations,
             "errors": self.counters.errors,
             "async_accepted": self.counters.async_accepted,
-            "async_done": self.counters.async_done,
-            "async_queued": len(self._queue),
+            "async_done": self.queue.done,
+            "async_queued": self.queue.queued(),
+            "async_throttled": self.queue.throttled_waiting(),
             "sync_in_flight": self._sync_inflight,
         }
 
     async def drain(self, grace_s: float = 30.0) -> None:
         """Stop accepting events, then wait for queued and running ones (up to `grace_s`)."""
         self._closing = True
-        self._wakeup.set()
         deadline = time.monotonic() + grace_s
-        while (self._sync_inflight or any(not w.done() for w in self._workers)) and (
-            time.monotonic() < deadline
-        ):
-            self._wakeup.set()
+        await self.queue.drain(grace_s)
+        while self._sync_inflight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        for w in self._workers:
-            w.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        if self._queue:
-            log.warning("%d queued events were not run before shutdown", len(self._queue))
 
 
 def _check_json(payload: bytes) -> bytes:

@@ -16,7 +16,13 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from lamina.store.schema import function_aliases, function_versions, functions, version_counters
+from lamina.store.schema import (
+    event_invoke_configs,
+    function_aliases,
+    function_versions,
+    functions,
+    version_counters,
+)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -105,6 +111,7 @@ class MetadataStore:
     def delete_function(self, name: str) -> bool:
         with self.engine.begin() as conn:
             conn.execute(function_aliases.delete().where(function_aliases.c.name == name))
+            conn.execute(event_invoke_configs.delete().where(event_invoke_configs.c.name == name))
             conn.execute(version_counters.delete().where(version_counters.c.name == name))
             conn.execute(function_versions.delete().where(function_versions.c.name == name))
             return conn.execute(functions.delete().where(functions.c.name == name)).rowcount > 0
@@ -197,6 +204,35 @@ class MetadataStore:
                     routing={str(k): float(v) for k, v in dict(row["routing"]).items()},
                     revision_id=row["revision_id"],
                 )
+
+    # -- event invoke configs (async retries and destinations) ---------------------------------
+
+    def put_event_invoke_config(
+        self, name: str, qualifier: str, config: dict[str, Any], last_modified: float
+    ) -> None:
+        with self.engine.begin() as conn:
+            where = (event_invoke_configs.c.name == name) & (
+                event_invoke_configs.c.qualifier == qualifier
+            )
+            conn.execute(event_invoke_configs.delete().where(where))
+            conn.execute(
+                event_invoke_configs.insert().values(
+                    name=name, qualifier=qualifier, config=config, last_modified=last_modified
+                )
+            )
+
+    def delete_event_invoke_config(self, name: str, qualifier: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                event_invoke_configs.delete()
+                .where(event_invoke_configs.c.name == name)
+                .where(event_invoke_configs.c.qualifier == qualifier)
+            )
+
+    def all_event_invoke_configs(self) -> Iterator[tuple[str, str, dict[str, Any], float]]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(event_invoke_configs)).mappings():
+                yield row["name"], row["qualifier"], dict(row["config"]), row["last_modified"]
 
     def referenced_code(self) -> set[str]:
         with self.engine.connect() as conn:

@@ -49,9 +49,14 @@ class Pool:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
 
     @contextlib.asynccontextmanager
-    async def lease(self, bp: Blueprint) -> AsyncIterator[Instance]:
+    async def lease(
+        self, bp: Blueprint, on_cold: Callable[[], None] | None = None
+    ) -> AsyncIterator[Instance]:
+        """`on_cold` is called before a new instance is started; it may raise to refuse it."""
         inst = self._take_idle(bp.key)
         if inst is None:
+            if on_cold is not None:
+                on_cold()
             inst = await self._start_instance(bp)
         try:
             yield inst

@@ -1,0 +1,59 @@
+"""Put/Update/Get/Delete/ListFunctionEventInvokeConfigs (async retries and destinations)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from lamina.api.render import json_response
+from lamina.api.requests import path_param, read_json
+from lamina.control.event_invoke import EventInvokeConfigs
+from lamina.platform import Platform
+
+PATH = "/2019-09-25/functions/{name}/event-invoke-config"
+
+
+def _configs(request: Request) -> EventInvokeConfigs:
+    platform: Platform = request.app.state.platform
+    return platform.event_configs
+
+
+def _qualifier(request: Request) -> str | None:
+    return request.query_params.get("Qualifier")
+
+
+async def put_config(request: Request) -> Response:
+    body = await read_json(request)
+    out = _configs(request).put(path_param(request, "name"), _qualifier(request), body)
+    return json_response(out)
+
+
+async def update_config(request: Request) -> Response:
+    body = await read_json(request)
+    out = _configs(request).update(path_param(request, "name"), _qualifier(request), body)
+    return json_response(out)
+
+
+async def get_config(request: Request) -> Response:
+    return json_response(_configs(request).get(path_param(request, "name"), _qualifier(request)))
+
+
+async def delete_config(request: Request) -> Response:
+    _configs(request).delete(path_param(request, "name"), _qualifier(request))
+    return json_response(None, 204)
+
+
+async def list_configs(request: Request) -> Response:
+    return json_response(
+        {"FunctionEventInvokeConfigs": _configs(request).list(path_param(request, "name"))}
+    )
+
+
+routes = [
+    Route(PATH, put_config, methods=["PUT"]),
+    Route(PATH, update_config, methods=["POST"]),
+    Route(PATH, get_config, methods=["GET"]),
+    Route(PATH, delete_config, methods=["DELETE"]),
+    Route(PATH + "/list", list_configs, methods=["GET"]),
+]
