@@ -192,6 +192,8 @@ def _spawn(sock, request, fds):
         _send(sock, {"op": "failed", "id": request.get("id"), "error": "expected 2 fds"})
         return
     log_fd, env_fd = fds
+    if os.getppid() != _PARENT[0]:  # lamina died: requests still buffered are for nobody
+        os._exit(0)
     try:
         request["prepared"] = confine.prepare(request["spec"])  # checked before forking
         _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
@@ -225,11 +227,13 @@ def _reap(sock):
 
 
 _PIDNS = [-1]  # an fd for the zygote's own PID namespace
+_PARENT = [0]  # lamina's pid
 
 
 def main():
     sock = socket.socket(fileno=int(sys.argv[1]))
     _PIDNS[0] = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    _PARENT[0] = os.getppid()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
