@@ -106,6 +106,13 @@ class ValidationException(LambdaError):
     message_key = "message"
 
 
+class ProvisionedConcurrencyConfigNotFoundException(LambdaError):
+    code = "ProvisionedConcurrencyConfigNotFoundException"
+    status = 404
+    fault = "User"
+    message_key = "message"
+
+
 class UnknownOperationException(LambdaError):
     code = "UnknownOperationException"
     status = 404
@@ -124,5 +131,6 @@ ALL_ERRORS: tuple[type[LambdaError], ...] = (
     PreconditionFailedException,
     ResourceNotReadyException,
     ValidationException,
+    ProvisionedConcurrencyConfigNotFoundException,
     UnknownOperationException,
 )

@@ -25,6 +25,7 @@ from lamina.store.code import CodeStore
 from lamina.store.metadata import MetadataStore
 from lamina.worker.isolated import IsolatedSandbox, IsolationHost, IsolationUnavailable
 from lamina.worker.pool import Pool
+from lamina.worker.provisioned import Provisioned
 from lamina.worker.sandbox import ProcessSandbox
 
 log = logging.getLogger("lamina")
@@ -41,6 +42,7 @@ class Platform:
     invoker: Invoker
     event_configs: EventInvokeConfigs
     credentials: Credentials
+    provisioned: Provisioned
     isolation: IsolationHost | None = None  # None: instances are plain processes
     started: float = field(default_factory=time.time)
     _url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -72,6 +74,7 @@ class Platform:
             invoker=Invoker(functions, pool, event_configs),
             event_configs=event_configs,
             credentials=load_or_create(data),
+            provisioned=Provisioned(functions, pool, data / "provisioned.json"),
             isolation=isolation,
         )
 
@@ -79,6 +82,7 @@ class Platform:
         """Start the background parts (needs a running event loop)."""
         self.pool.start()
         self.invoker.start()
+        self.provisioned.start()  # starts the instances of stored configs again
         if self.isolation is None:
             log.warning(
                 "isolation: process — instances run as plain processes: NO namespaces, cgroups "
@@ -92,6 +96,7 @@ class Platform:
             return
         self._stopped = True
         await self.invoker.drain()  # 1. stop accepting events, finish what is running
+        await self.provisioned.stop()
         await self.pool.shutdown()  # 2. stop every instance
         if self.isolation is not None:  # 3. zygotes, network namespaces, cgroup parents
             await self.isolation.close()

@@ -19,6 +19,7 @@ from lamina.api import (
     event_invoke,
     functions,
     invocations,
+    provisioned,
     streaming,
     tags,
     versions,
@@ -49,6 +50,7 @@ def route_table() -> list[BaseRoute]:
         *event_invoke.routes,
         *account.routes,
         *concurrency.routes,
+        *provisioned.routes,
     ]
 
 

@@ -243,6 +243,10 @@ class Instance:
             init_output,
         )
 
+    def mark_preinitialized(self) -> None:
+        """A provisioned instance: its init ran ahead, so no invocation reports it."""
+        self._cold = False
+
     def wake(self) -> bool:
         """Make an idle instance ready for its next invocation (thaw it if it was frozen);
         False if it turned out to be dying, e.g. killed from outside while frozen."""

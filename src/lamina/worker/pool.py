@@ -5,12 +5,16 @@ used idle instance of that blueprint (warm), else a new one (cold). On release a
 instance goes back to the idle stack; a dead, failed or retired one is stopped. Idle instances
 past `idle_timeout` are reaped by one background task. Stopping is asynchronous and tracked,
 so `shutdown` can wait for every sandbox to be gone.
+
+Provisioned instances (`start_pinned`, kept by `worker/provisioned.py`) are leased before
+on-demand ones of the same blueprint and are never reaped or retired; `stop_pinned` ends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +48,9 @@ class Pool:
         self._closed = asyncio.Event()
         self._reaper: asyncio.Task[None] | None = None
         self.cold_starts = 0
+        # provisioned instances (worker/provisioned.py): never reaped or retired, used first
+        self._pinned: set[Instance] = set()
+        self._pinned_idle: dict[str, list[Instance]] = {}
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
@@ -64,6 +71,12 @@ class Pool:
             self._release(inst)
 
     def _take_idle(self, key: str) -> Instance | None:
+        pinned = self._pinned_idle.get(key)
+        while pinned:
+            inst = pinned.pop()
+            if inst.wake():
+                return inst
+            self._stop(inst)
         stack = self._idle.get(key)
         while stack:
             inst = stack.pop()
@@ -85,7 +98,43 @@ class Pool:
             raise
         return inst
 
+    async def start_pinned(self, bp: Blueprint) -> Instance:
+        """Start a provisioned instance of `bp` ahead of any invocation (it may have failed
+        its init: see `init_failure`); a live one is idle and leased before on-demand ones."""
+        if self._closed.is_set():
+            raise RuntimeError("the instance pool is shut down")
+        spec = functools.partial(bp.sandbox_spec, initialization_type="provisioned-concurrency")
+        inst = Instance(bp.key, self._sandbox_factory(bp), spec)
+        self._all.add(inst)
+        self._pinned.add(inst)
+        try:
+            await inst.start()
+        except BaseException:
+            self._stop(inst)
+            raise
+        if inst.init_failure is None and inst.alive:
+            inst.mark_preinitialized()
+            self._pinned_idle.setdefault(inst.key, []).append(inst)
+        return inst
+
+    def stop_pinned(self, inst: Instance) -> None:
+        """No longer provisioned: stopped now, or if it is serving an invocation, it finishes
+        it and is kept as an on-demand instance (reaped when idle, like any other)."""
+        stack = self._pinned_idle.get(inst.key)
+        if stack and inst in stack:
+            stack.remove(inst)
+        if inst.state is State.BUSY:
+            self._pinned.discard(inst)
+        else:
+            self._stop(inst)
+
     def _release(self, inst: Instance) -> None:
+        if inst in self._pinned:
+            if inst.alive and inst.state in (State.IDLE, State.READY) and not self._closed.is_set():
+                self._pinned_idle.setdefault(inst.key, []).append(inst)
+            else:
+                self._stop(inst)
+            return
         keep = (
             inst.alive
             and inst.state in (State.IDLE, State.READY)
@@ -101,7 +150,7 @@ class Pool:
         """Retire every instance of function `name` (after its code or configuration changed)."""
         prefix = f"{name}:"
         for inst in list(self._all):
-            if inst.key.startswith(prefix):
+            if inst.key.startswith(prefix) and inst not in self._pinned:
                 self._retired.add(inst.key)
         for key in [k for k in self._idle if k.startswith(prefix)]:
             for inst in self._idle.pop(key):
@@ -111,6 +160,7 @@ class Pool:
         if inst not in self._all:
             return
         self._all.discard(inst)
+        self._pinned.discard(inst)
         task = asyncio.get_running_loop().create_task(inst.stop())
         self._stopping.add(task)
         task.add_done_callback(self._stopped)
@@ -143,6 +193,7 @@ class Pool:
 
     def stats(self) -> PoolStats:
         idle = sum(len(s) for s in self._idle.values())
+        idle += sum(len(s) for s in self._pinned_idle.values())
         busy = sum(1 for i in self._all if i.state is State.BUSY)
         return PoolStats(len(self._all), idle, busy, self.cold_starts)
 
@@ -153,6 +204,7 @@ class Pool:
             await self._reaper
             self._reaper = None
         self._idle.clear()
+        self._pinned_idle.clear()
         for inst in list(self._all):
             self._stop(inst)
         if self._stopping:

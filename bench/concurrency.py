@@ -1,0 +1,283 @@
+"""Benchmark of reserved concurrency and of async invokes over HTTP; prints JSON.
+
+.venv/bin/python bench/concurrency.py [--burst 500 --reserved 50] [--events 2000 --clients 32]
+
+Starts a fresh `lamina serve` (default `namespaces` isolation) and talks to it over raw
+HTTP/1.1 keep-alive connections (`lamina.bench.RawClient`).
+
+* burst: a function (MemorySize 1769) whose handler sleeps 0.2 s and returns its start and
+  end times (`time.time()`: a monotonic clock does not cross processes), with reserved
+  concurrency `--reserved`; `--burst` threads, each with its own connection, released together
+  by a barrier, each sending one sync invoke. Done twice: `cold` (no instance yet) and `warm`
+  (the instances the first burst left). Reported: how many succeeded, how many got 429 (and
+  their `Reason`), and the most handler executions overlapping in time, computed from the
+  returned start/end times (must not exceed the reservation).
+* async: `--events` `Event` invokes from `--clients` connections against a function that only
+  sends `<id> <time.time()>` over TCP to a listener this script runs on the host (reached at the
+  host part of the function's AWS_ENDPOINT_URL). Reported: accepted/s, and accepted ->
+  handler-started latency (which includes the backlog the burst builds up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+from lamina.bench import RawClient, _serve, create, invoke_path, pct, zip_source
+
+SLEEPER = """
+import time
+
+def handler(event, context):
+    start = time.time()
+    time.sleep(0.2)
+    return {"start": start, "end": time.time()}
+"""
+
+REPORTER = """
+import os, socket, time, urllib.parse
+
+HOST = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"]).hostname
+PORT = int(os.environ["BENCH_PORT"])
+
+def handler(event, context):
+    started = time.time()
+    with socket.create_connection((HOST, PORT), timeout=10) as conn:
+        conn.sendall(("%s %.6f\\n" % (event["id"], started)).encode())
+    return None
+"""
+
+
+class Listener:
+    """A TCP listener on the host collecting `<id> <time>` lines, one connection each."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("0.0.0.0", 0), backlog=1024)
+        self.port = self.sock.getsockname()[1]
+        self.started: dict[str, float] = {}
+        self._cond = threading.Condition()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        data = b""
+        with conn:
+            conn.settimeout(10)
+            while chunk := conn.recv(4096):
+                data += chunk
+        with self._cond:
+            for line in data.decode().splitlines():
+                key, _, ts = line.partition(" ")
+                self.started.setdefault(key, float(ts))
+            self._cond.notify_all()
+
+    def wait(self, keys: set[str], timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: keys <= self.started.keys(), timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant (an end at t closes before a start at t)."""
+    points = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    running = peak = 0
+    for _, delta in points:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def burst(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    admin = RawClient(host, port)
+    name = "bench-reserved"
+    create(admin, name, zip_source(SLEEPER), 1769)
+    body = json.dumps({"ReservedConcurrentExecutions": args.reserved}).encode()
+    status, _, data = admin.request("PUT", f"/2017-10-31/functions/{name}/concurrency", body)
+    if status != 200:
+        raise RuntimeError(f"PutFunctionConcurrency: {status} {data!r}")
+    admin.close()
+
+    return {
+        "function": {"memory_mb": 1769, "handler_sleep_s": 0.2},
+        "reserved_concurrency": args.reserved,
+        "invokes": args.burst,
+        # the first burst meets no instance (cold starts spread the executions out); by the
+        # second, the first has left `reserved` warm instances
+        "cold": _fire(host, port, name, args),
+        "warm": _fire(host, port, name, args),
+    }
+
+
+def _fire(host: str, port: int, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    path = invoke_path(name)
+    results: list[tuple[int, dict[str, str], bytes] | None] = [None] * args.burst
+    clients = [RawClient(host, port) for _ in range(args.burst)]
+    barrier = threading.Barrier(args.burst + 1)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        results[i] = clients[i].request("POST", path, b"{}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.burst)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t0
+    for c in clients:
+        c.close()
+
+    ok, intervals, other = 0, [], []
+    reasons: dict[str, int] = {}
+    throttled = 0
+    for res in results:
+        assert res is not None
+        status, hdrs, data = res
+        if status == 200 and "x-amz-function-error" not in hdrs:
+            ok += 1
+            out = json.loads(data)
+            intervals.append((out["start"], out["end"]))
+        elif status == 429:
+            throttled += 1
+            reason = json.loads(data).get("Reason", "?")
+            reasons[reason] = reasons.get(reason, 0) + 1
+        else:
+            other.append(f"{status} {data[:200]!r}")
+    peak = max_overlap(intervals)
+    return {
+        "seconds": round(elapsed, 3),
+        "succeeded": ok,
+        "throttled_429": throttled,
+        "throttle_reasons": reasons,
+        "other": other[:5],
+        "max_overlapping_executions": peak,
+        "within_reservation": peak <= args.reserved,
+    }
+
+
+def async_events(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    listener = Listener()
+    name = "bench-event"
+    admin = RawClient(host, port)
+    body = json.dumps(
+        {
+            "FunctionName": name,
+            "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
+            "Handler": "app.handler",
+            "Role": "arn:aws:iam::000000000000:role/bench",
+            "MemorySize": 1769,
+            "Code": {"ZipFile": zip_source(REPORTER)},
+            "Environment": {"Variables": {"BENCH_PORT": str(listener.port)}},
+        }
+    ).encode()
+    status, _, data = admin.request("POST", "/2015-03-31/functions", body)
+    if status != 201:
+        raise RuntimeError(f"CreateFunction {name}: {status} {data!r}")
+    path = invoke_path(name)
+    event = {"X-Amz-Invocation-Type": "Event"}
+
+    # warm up: a few instances, so the run measures the queue more than cold starts
+    warm = {f"w{i}" for i in range(64)}
+    for key in warm:
+        status, _, data = admin.request("POST", path, json.dumps({"id": key}).encode(), event)
+        assert status == 202, (status, data)
+    listener.wait(warm, 60)
+    admin.close()
+
+    accepted: dict[str, float] = {}
+    errors: list[str] = []
+    keys = iter([f"e{i}" for i in range(args.events)])
+    lock = threading.Lock()
+    barrier = threading.Barrier(args.clients + 1)
+
+    def client() -> None:
+        c = RawClient(host, port)
+        barrier.wait()
+        while True:
+            with lock:
+                key = next(keys, None)
+            if key is None:
+                break
+            status, _, data = c.request("POST", path, json.dumps({"id": key}).encode(), event)
+            if status == 202:
+                accepted[key] = time.time()
+            else:
+                errors.append(f"{status} {data[:200]!r}")
+        c.close()
+
+    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for th in threads:
+        th.join()
+    accept_s = time.perf_counter() - t0
+    listener.wait(set(accepted), 120)
+    ran_s = time.perf_counter() - t0
+    started = dict(listener.started)
+    listener.close()
+    lat = [(started[k] - accepted[k]) * 1000 for k in accepted if k in started]
+    return {
+        "function": {"memory_mb": 1769, "handler": "sends its start time over TCP to the host"},
+        "events": args.events,
+        "clients": args.clients,
+        "accepted": len(accepted),
+        "errors": errors[:5],
+        "accept_s": round(accept_s, 3),
+        "accepted_per_s": round(len(accepted) / accept_s, 1),
+        "all_started_s": round(ran_s, 3),
+        "started": len(lat),
+        "accepted_to_started_ms": {
+            "p50": round(pct(lat, 0.5), 2) if lat else None,
+            "p99": round(pct(lat, 0.99), 2) if lat else None,
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--isolation", default="namespaces", choices=["namespaces", "process"])
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--reserved", type=int, default=50)
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lamina-bench-") as data:
+        proc, host, port = _serve(data, args.isolation)
+        try:
+            result = {
+                "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                "isolation": args.isolation,
+                "reserved_burst": burst(host, port, args),
+                "async_over_http": async_events(host, port, args),
+            }
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            if proc.stderr is not None:
+                proc.stderr.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
