@@ -265,3 +265,36 @@ def test_versions_and_aliases_survive_restart(fresh_server: Server) -> None:
         assert lam.publish_version(FunctionName=name)["Version"] == "3"
     finally:
         lam.close()
+
+
+def test_list_functions_with_every_version(lam: Any) -> None:
+    """ListFunctions(FunctionVersion=ALL): $LATEST and every published version, paginated."""
+    names = ["ver-all-a", "ver-all-b"]
+    for name in names:
+        create(lam, name, "def handler(event, context):\n    return 1\n")
+        lam.publish_version(FunctionName=name)
+        lam.update_function_configuration(FunctionName=name, MemorySize=256)
+        lam.publish_version(FunctionName=name)
+    listed = [
+        f["FunctionArn"]
+        for page in lam.get_paginator("list_functions").paginate(
+            FunctionVersion="ALL", PaginationConfig={"PageSize": 2}
+        )
+        for f in page["Functions"]
+        if f["FunctionName"] in names
+    ]
+    expected = [
+        f"arn:aws:lambda:us-east-1:000000000000:function:{n}:{v}"
+        for n in names
+        for v in ("$LATEST", "1", "2")
+    ]
+    assert listed == expected
+    plain = [
+        f["FunctionArn"]
+        for page in lam.get_paginator("list_functions").paginate()
+        for f in page["Functions"]
+        if f["FunctionName"] in names
+    ]
+    assert plain == [f"arn:aws:lambda:us-east-1:000000000000:function:{n}" for n in names]
+    with pytest.raises(lam.exceptions.InvalidParameterValueException):
+        lam.list_functions(FunctionVersion="SOME")

@@ -26,7 +26,7 @@ async def create_function(request: Request) -> Response:
 async def list_functions(request: Request) -> Response:
     marker = request.query_params.get("Marker")
     functions, next_marker = _platform(request).functions.page(
-        marker, int_query(request, "MaxItems")
+        marker, int_query(request, "MaxItems"), request.query_params.get("FunctionVersion")
     )
     out: dict[str, object] = {"Functions": functions}
     if next_marker:

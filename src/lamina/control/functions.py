@@ -320,24 +320,42 @@ class Functions:
     # -- read / delete -----------------------------------------------------------------------
 
     def page(
-        self, marker: str | None, max_items: int | None
+        self, marker: str | None, max_items: int | None, function_version: str | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """ListFunctions: `$LATEST` of every function, or with FunctionVersion=ALL every
+        version too ($LATEST first, then by number), at most 50 per page."""
+        if function_version not in (None, "ALL"):
+            raise InvalidParameterValueException(
+                f"1 validation error detected: Value '{function_version}' at 'functionVersion' "
+                "failed to satisfy constraint: Member must satisfy enum value set: [ALL]"
+            )
         limit = 50 if max_items is None else check._int_range(max_items, "maxItems", 1, 10000)
         limit = min(limit, 50)
-        names = sorted(self._latest)
+        entries: list[tuple[str, int, FunctionRecord]] = []
+        for name in sorted(self._latest):
+            entries.append((name, -1, self._latest[name]))
+            if function_version == "ALL":
+                published = self.versions.published.get(name, {})
+                entries += [(name, int(v), published[v]) for v in sorted(published, key=int)]
         start = 0
         if marker:
             try:
-                after = base64.urlsafe_b64decode(marker.encode()).decode()
+                name, _, number = base64.urlsafe_b64decode(marker.encode()).decode().partition("\0")
+                after = (name, int(number or -1))
             except (binascii.Error, UnicodeDecodeError, ValueError):
                 raise InvalidParameterValueException(f"Invalid Marker: {marker}") from None
-            start = next((i for i, n in enumerate(names) if n > after), len(names))
-        page = names[start : start + limit]
-        more = start + limit < len(names)
-        next_marker = (
-            base64.urlsafe_b64encode(page[-1].encode()).decode() if more and page else None
-        )
-        return [self.configuration(self._latest[n]) for n in page], next_marker
+            start = next((i for i, e in enumerate(entries) if e[:2] > after), len(entries))
+        page = entries[start : start + limit]
+        next_marker = None
+        if start + limit < len(entries) and page:
+            last_name, last_number, _ = page[-1]
+            next_marker = base64.urlsafe_b64encode(f"{last_name}\0{last_number}".encode()).decode()
+        latest = LATEST if function_version == "ALL" else None  # plain lists: unqualified ARNs
+        out = [
+            self.configuration(rec, latest if number < 0 else str(number))
+            for _name, number, rec in page
+        ]
+        return out, next_marker
 
     async def delete(self, raw: str, qualifier: str | None) -> None:
         """Delete the function (its versions and aliases too), or with a version qualifier
