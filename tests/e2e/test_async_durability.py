@@ -187,6 +187,18 @@ def test_event_invoke_config_api(server: Server) -> None:
     assert out["DestinationConfig"] == {"OnSuccess": {}, "OnFailure": {}}
     listed = lam.list_function_event_invoke_configs(FunctionName="eic")
     assert [c["FunctionArn"] for c in listed["FunctionEventInvokeConfigs"]] == [ARN + "eic:$LATEST"]
+    # paginated: one config per page across $LATEST and a published version
+    lam.publish_version(FunctionName="eic")
+    lam.put_function_event_invoke_config(FunctionName="eic", Qualifier="1", MaximumRetryAttempts=1)
+    paged = [
+        c["FunctionArn"]
+        for page in lam.get_paginator("list_function_event_invoke_configs").paginate(
+            FunctionName="eic", PaginationConfig={"PageSize": 1}
+        )
+        for c in page["FunctionEventInvokeConfigs"]
+    ]
+    assert sorted(paged) == [ARN + "eic:$LATEST", ARN + "eic:1"]
+    lam.delete_function_event_invoke_config(FunctionName="eic", Qualifier="1")
     # errors
     for bad in (
         {"MaximumRetryAttempts": 3},

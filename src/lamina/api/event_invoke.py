@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from lamina.api.render import json_response
-from lamina.api.requests import path_param, read_json
+from lamina.api.requests import int_query, path_param, read_json
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.platform import Platform
 
@@ -45,9 +45,15 @@ async def delete_config(request: Request) -> Response:
 
 
 async def list_configs(request: Request) -> Response:
-    return json_response(
-        {"FunctionEventInvokeConfigs": _configs(request).list(path_param(request, "name"))}
+    configs, next_marker = _configs(request).list(
+        path_param(request, "name"),
+        request.query_params.get("Marker"),
+        int_query(request, "MaxItems"),
     )
+    out: dict[str, object] = {"FunctionEventInvokeConfigs": configs}
+    if next_marker:
+        out["NextMarker"] = next_marker
+    return json_response(out)
 
 
 routes = [

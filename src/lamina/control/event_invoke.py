@@ -14,6 +14,7 @@ from typing import Any
 
 from lamina.control import validation as check
 from lamina.control.functions import Functions
+from lamina.control.paging import page_of
 from lamina.errors import InvalidParameterValueException, ResourceNotFoundException
 from lamina.store.metadata import MetadataStore
 from lamina.types import LATEST
@@ -99,9 +100,13 @@ class EventInvokeConfigs:
         self.metadata.delete_event_invoke_config(*key)
         del self._configs[key]
 
-    def list(self, raw: str) -> list[dict[str, Any]]:
+    def list(
+        self, raw: str, marker: str | None = None, max_items: int | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         rec, _q = self.functions.resolve(raw)
-        return [self._shape(k) for k in sorted(self._configs) if k[0] == rec.name]
+        mine = {k[1]: k for k in sorted(self._configs) if k[0] == rec.name}
+        page, next_marker = page_of(list(mine), marker, max_items)
+        return [self._shape(mine[q]) for q in page], next_marker
 
     def forget(self, name: str) -> None:
         """The function was deleted (its rows went with it)."""

@@ -8,14 +8,13 @@ the store before an operation answers and kept in memory for the invoke path.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
 from lamina.control import validation as check
+from lamina.control.paging import page_of
 from lamina.errors import (
     InvalidParameterValueException,
     PreconditionFailedException,
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 
 ALIAS_NAME_RE = re.compile(r"^(?!^[0-9]+$)[a-zA-Z0-9_-]{1,128}$")
 VERSION_RE = re.compile(r"^[0-9]+$")
-PAGE_LIMIT = 50
 
 
 def _same_snapshot(a: FunctionRecord, b: FunctionRecord) -> bool:
@@ -47,31 +45,6 @@ def _check_revision(current: str, given: Any) -> None:
             "The Revision Id provided does not match the latest Revision Id. Call the "
             "GetFunction/GetAlias API to retrieve the latest Revision Id"
         )
-
-
-def _marker_after(marker: str | None, keys: list[str]) -> int:
-    """The index in `keys` after the one `marker` names (0 without a marker)."""
-    if not marker:
-        return 0
-    try:
-        after = base64.urlsafe_b64decode(marker.encode()).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidParameterValueException(f"Invalid Marker: {marker}") from None
-    if after not in keys:
-        raise InvalidParameterValueException(f"Invalid Marker: {marker}")
-    return keys.index(after) + 1
-
-
-def _page(
-    keys: list[str], marker: str | None, max_items: int | None
-) -> tuple[list[str], str | None]:
-    limit = PAGE_LIMIT if max_items is None else check._int_range(max_items, "maxItems", 1, 10000)
-    limit = min(limit, PAGE_LIMIT)
-    start = _marker_after(marker, keys)
-    page = keys[start : start + limit]
-    more = start + limit < len(keys)
-    next_marker = base64.urlsafe_b64encode(page[-1].encode()).decode() if more and page else None
-    return page, next_marker
 
 
 class Versions:
@@ -164,7 +137,7 @@ class Versions:
         fns = self.functions
         latest = fns.latest_of(raw)
         keys = [LATEST, *self._numbers(latest.name)]
-        page, next_marker = _page(keys, marker, max_items)
+        page, next_marker = page_of(keys, marker, max_items)
         out = []
         for key in page:
             rec = latest if key == LATEST else self.published[latest.name][key]
@@ -346,5 +319,5 @@ class Versions:
             or a.function_version == function_version
             or function_version in a.routing
         )
-        page, next_marker = _page(keys, marker, max_items)
+        page, next_marker = page_of(keys, marker, max_items)
         return [self.alias_configuration(aliases[k]) for k in page], next_marker
