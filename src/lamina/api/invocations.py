@@ -14,10 +14,10 @@ from lamina.platform import Platform
 MAX_INVOKE_ASYNC_PAYLOAD = 256 * 1024
 
 
-async def invoke(request: Request) -> Response:
-    platform: Platform = request.app.state.platform
+async def invoke_request(request: Request) -> InvokeRequest:
+    """An Invoke-shaped request (Invoke, InvokeWithResponseStream) read from HTTP."""
     headers = request.headers
-    req = InvokeRequest(
+    return InvokeRequest(
         function_name=path_param(request, "name"),
         payload=await read_body(request, MAX_SYNC_PAYLOAD),
         qualifier=request.query_params.get("Qualifier"),
@@ -26,6 +26,11 @@ async def invoke(request: Request) -> Response:
         client_context=headers.get("x-amz-client-context"),
         trace_id=headers.get("x-amzn-trace-id"),
     )
+
+
+async def invoke(request: Request) -> Response:
+    platform: Platform = request.app.state.platform
+    req = await invoke_request(request)
     result = await platform.invoker.invoke(req)
     out_headers = {"x-amzn-RequestId": result.request_id, **result.headers}
     return Response(result.body, result.status, out_headers, media_type=result.content_type)

@@ -18,8 +18,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from lamina.api.eventstream import invoke_complete, payload_chunk
-from lamina.api.requests import path_param, read_body
-from lamina.invoke.router import MAX_SYNC_PAYLOAD, InvokeRequest, InvokeResult
+from lamina.api.invocations import invoke_request
+from lamina.invoke.router import InvokeResult
 from lamina.observe.logs import tail
 from lamina.platform import Platform
 from lamina.types import LogType
@@ -34,16 +34,7 @@ _running: set[asyncio.Task[tuple[Outcome, str]]] = set()
 
 async def invoke_with_response_stream(request: Request) -> Response:
     platform: Platform = request.app.state.platform
-    headers = request.headers
-    req = InvokeRequest(
-        function_name=path_param(request, "name"),
-        payload=await read_body(request, MAX_SYNC_PAYLOAD),
-        qualifier=request.query_params.get("Qualifier"),
-        invocation_type=headers.get("x-amz-invocation-type", "RequestResponse"),
-        log_type=headers.get("x-amz-log-type", "None"),
-        client_context=headers.get("x-amz-client-context"),
-        trace_id=headers.get("x-amzn-trace-id"),
-    )
+    req = await invoke_request(request)
     call = platform.invoker.prepare_stream(req)
     if isinstance(call, InvokeResult):  # DryRun
         return Response(b"", call.status, {"x-amzn-RequestId": call.request_id})
