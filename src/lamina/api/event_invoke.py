@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.api.render import json_response
+from lamina.api.render import json_response, page_response
 from lamina.api.requests import int_query, path_param, read_json
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.platform import Platform
@@ -50,10 +50,7 @@ async def list_configs(request: Request) -> Response:
         request.query_params.get("Marker"),
         int_query(request, "MaxItems"),
     )
-    out: dict[str, object] = {"FunctionEventInvokeConfigs": configs}
-    if next_marker:
-        out["NextMarker"] = next_marker
-    return json_response(out)
+    return page_response("FunctionEventInvokeConfigs", configs, next_marker)
 
 
 routes = [

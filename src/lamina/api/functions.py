@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.api.render import json_response
+from lamina.api.render import json_response, page_response
 from lamina.api.requests import base_url, int_query, path_param, read_json
 from lamina.errors import ResourceNotFoundException
 from lamina.platform import Platform
@@ -28,10 +28,7 @@ async def list_functions(request: Request) -> Response:
     functions, next_marker = _platform(request).functions.page(
         marker, int_query(request, "MaxItems"), request.query_params.get("FunctionVersion")
     )
-    out: dict[str, object] = {"Functions": functions}
-    if next_marker:
-        out["NextMarker"] = next_marker
-    return json_response(out)
+    return page_response("Functions", functions, next_marker)
 
 
 async def get_function(request: Request) -> Response:

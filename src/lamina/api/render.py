@@ -36,6 +36,14 @@ def json_response(
     return Response(content, status, hdrs, media_type="application/json")
 
 
+def page_response(key: str, items: list[Any], next_marker: str | None) -> Response:
+    """A List* answer: the items under `key`, and `NextMarker` when there is another page."""
+    body: dict[str, Any] = {key: items}
+    if next_marker:
+        body["NextMarker"] = next_marker
+    return json_response(body)
+
+
 def error_response(exc: LambdaError, request_id: str | None = None) -> Response:
     headers = {"x-amzn-ErrorType": exc.code, **exc.headers}
     return json_response(exc.body(), exc.status, request_id, headers)

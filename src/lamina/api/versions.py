@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from lamina.api.render import json_response
+from lamina.api.render import json_response, page_response
 from lamina.api.requests import int_query, path_param, read_json
 from lamina.control.versions import Versions
 from lamina.platform import Platform
@@ -28,10 +28,7 @@ async def list_versions(request: Request) -> Response:
         request.query_params.get("Marker"),
         int_query(request, "MaxItems"),
     )
-    out: dict[str, object] = {"Versions": versions}
-    if next_marker:
-        out["NextMarker"] = next_marker
-    return json_response(out)
+    return page_response("Versions", versions, next_marker)
 
 
 async def create_alias(request: Request) -> Response:
@@ -65,10 +62,7 @@ async def list_aliases(request: Request) -> Response:
         request.query_params.get("Marker"),
         int_query(request, "MaxItems"),
     )
-    out: dict[str, object] = {"Aliases": aliases}
-    if next_marker:
-        out["NextMarker"] = next_marker
-    return json_response(out)
+    return page_response("Aliases", aliases, next_marker)
 
 
 routes = [
