@@ -119,6 +119,56 @@ class UnknownOperationException(LambdaError):
     fault = "User"
 
 
+# Authentication and authorization (issue 5). The same failures answer every protocol lamina
+# speaks: rest-json services render them as JSON, query services (IAM, STS) as XML.
+
+
+class MissingAuthenticationTokenException(LambdaError):
+    """No Authorization header and no presigned query."""
+
+    code = "MissingAuthenticationTokenException"
+    status = 403
+    fault = "User"
+    message_key = "message"
+
+
+class UnrecognizedClientException(LambdaError):
+    """An access key (or session token) lamina does not know."""
+
+    code = "UnrecognizedClientException"
+    status = 403
+    fault = "User"
+    message_key = "message"
+
+
+class InvalidSignatureException(LambdaError):
+    """A signature that does not match, a malformed Authorization, or a request outside the
+    clock-skew window ("Signature expired" / "Signature not yet current")."""
+
+    code = "InvalidSignatureException"
+    status = 403
+    fault = "User"
+    message_key = "message"
+
+
+class ExpiredTokenException(LambdaError):
+    """Temporary credentials past their expiry."""
+
+    code = "ExpiredTokenException"
+    status = 403
+    fault = "User"
+    message_key = "message"
+
+
+class AccessDeniedException(LambdaError):
+    """Authenticated, but no policy allows the action (or one denies it)."""
+
+    code = "AccessDeniedException"
+    status = 403
+    fault = "User"
+    message_key = "Message"
+
+
 ALL_ERRORS: tuple[type[LambdaError], ...] = (
     ServiceException,
     ResourceNotFoundException,
@@ -133,4 +183,9 @@ ALL_ERRORS: tuple[type[LambdaError], ...] = (
     ValidationException,
     ProvisionedConcurrencyConfigNotFoundException,
     UnknownOperationException,
+    MissingAuthenticationTokenException,
+    UnrecognizedClientException,
+    InvalidSignatureException,
+    ExpiredTokenException,
+    AccessDeniedException,
 )
