@@ -189,3 +189,81 @@ ALL_ERRORS: tuple[type[LambdaError], ...] = (
     ExpiredTokenException,
     AccessDeniedException,
 )
+
+
+# -- IAM and STS (query protocol) ---------------------------------------------------------------
+# Codes and statuses as botocore's iam/sts models give them; `api/query.py` renders these (and
+# the authentication errors above) as the query protocol's XML `ErrorResponse`.
+
+
+class NoSuchEntity(LambdaError):
+    code = "NoSuchEntity"
+    status = 404
+    fault = "User"
+
+
+class EntityAlreadyExists(LambdaError):
+    code = "EntityAlreadyExists"
+    status = 409
+    fault = "User"
+
+
+class MalformedPolicyDocument(LambdaError):
+    code = "MalformedPolicyDocument"
+    status = 400
+    fault = "User"
+
+
+class LimitExceeded(LambdaError):
+    code = "LimitExceeded"
+    status = 409
+    fault = "User"
+
+
+class DeleteConflict(LambdaError):
+    code = "DeleteConflict"
+    status = 409
+    fault = "User"
+
+
+class InvalidInput(LambdaError):
+    code = "InvalidInput"
+    status = 400
+    fault = "User"
+
+
+class ValidationError(LambdaError):
+    """A parameter breaks the model's constraints (the query protocol's ValidationException)."""
+
+    code = "ValidationError"
+    status = 400
+    fault = "User"
+
+
+class InvalidAction(LambdaError):
+    """An Action the query endpoint does not know."""
+
+    code = "InvalidAction"
+    status = 400
+    fault = "User"
+
+
+class AccessDenied(LambdaError):
+    """IAM's and STS's own spelling of an authorization failure (e.g. AssumeRole refused)."""
+
+    code = "AccessDenied"
+    status = 403
+    fault = "User"
+
+
+IAM_ERRORS: tuple[type[LambdaError], ...] = (
+    NoSuchEntity,
+    EntityAlreadyExists,
+    MalformedPolicyDocument,
+    LimitExceeded,
+    DeleteConflict,
+    InvalidInput,
+    ValidationError,
+    InvalidAction,
+    AccessDenied,
+)

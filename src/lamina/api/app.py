@@ -18,9 +18,12 @@ from lamina.api import (
     concurrency,
     event_invoke,
     functions,
+    iam,
     invocations,
     provisioned,
+    query,
     streaming,
+    sts,
     tags,
     versions,
 )
@@ -51,6 +54,7 @@ def route_table() -> list[BaseRoute]:
         *account.routes,
         *concurrency.routes,
         *provisioned.routes,
+        *query.routes(iam.SERVICE, sts.SERVICE),  # IAM, STS: POST / (query protocol)
     ]
 
 
