@@ -54,6 +54,12 @@ SETTINGS: tuple[Setting, ...] = (
         "the account's concurrent executions (reservations must leave 100 unreserved)",
     ),
     Setting("scale_up_rate", int, 1000, "new instances a function may start per 10 seconds"),
+    Setting(
+        "blanks",
+        int,
+        4,
+        "sandboxes per runtime kept half-started ahead of cold starts (isolation namespaces)",
+    ),
 )
 
 
@@ -70,6 +76,7 @@ class Settings:
     log_level: str = "info"
     concurrency_limit: int = 1000
     scale_up_rate: int = 1000
+    blanks: int = 4
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

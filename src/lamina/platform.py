@@ -15,6 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+from lamina.auth.secrets import SecretBox
 from lamina.config import Settings
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.functions import Functions
@@ -22,6 +23,7 @@ from lamina.credentials import Credentials, load_or_create
 from lamina.invoke.router import Invoker
 from lamina.runtimes.registry import RuntimeRegistry, sdk_path
 from lamina.store.code import CodeStore
+from lamina.store.iam import IamStore
 from lamina.store.metadata import MetadataStore
 from lamina.worker.isolated import IsolatedSandbox, IsolationHost, IsolationUnavailable
 from lamina.worker.pool import Pool
@@ -43,6 +45,7 @@ class Platform:
     event_configs: EventInvokeConfigs
     credentials: Credentials
     provisioned: Provisioned
+    iam: IamStore  # IAM users, keys, roles, policies and STS sessions (same database)
     isolation: IsolationHost | None = None  # None: instances are plain processes
     started: float = field(default_factory=time.time)
     _url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
@@ -60,10 +63,16 @@ class Platform:
             pool = Pool(lambda _bp: ProcessSandbox(), settings.idle_timeout)
         else:
             host = isolation
-            pool = Pool(lambda bp: IsolatedSandbox(host, bp.network), settings.idle_timeout)
+            pool = Pool(
+                lambda bp: IsolatedSandbox(host, bp.network, bp.interpreter), settings.idle_timeout
+            )
         functions = Functions(settings, metadata, code, runtimes, pool.retire)
         event_configs = EventInvokeConfigs(functions, metadata)
         functions.on_delete.append(event_configs.forget)
+        credentials = load_or_create(data)
+        iam = IamStore(
+            metadata.engine, SecretBox.for_data_dir(data), settings.account_id, credentials
+        )
         return cls(
             settings=settings,
             metadata=metadata,
@@ -73,8 +82,9 @@ class Platform:
             pool=pool,
             invoker=Invoker(functions, pool, event_configs),
             event_configs=event_configs,
-            credentials=load_or_create(data),
+            credentials=credentials,
             provisioned=Provisioned(functions, pool, data / "provisioned.json"),
+            iam=iam,
             isolation=isolation,
         )
 
@@ -164,5 +174,5 @@ def _isolation(settings: Settings) -> IsolationHost | None:
             f"lamina: cannot isolate function instances on this host: {exc}.\n"
             "Start with --isolation process to run them as plain processes, without isolation."
         ) from None
-    host.start()
+    host.start(blanks=settings.blanks)
     return host

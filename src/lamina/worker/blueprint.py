@@ -44,6 +44,11 @@ class Blueprint:
     def key(self) -> str:
         return f"{self.name}:{self.version}:{self.revision_id}:{self.network}"
 
+    @property
+    def interpreter(self) -> str:
+        """The interpreter whose zygote forks this function's instances (custom runtimes: ours)."""
+        return self.runtime.interpreter or sys.executable
+
     def log_group(self) -> str:
         return f"/aws/lambda/{self.name}"
 
@@ -103,7 +108,7 @@ class Blueprint:
             env=env,
             memory_mb=self.memory_mb,
             ephemeral_mb=self.ephemeral_mb,
-            interpreter=self.runtime.interpreter or sys.executable,
+            interpreter=self.interpreter,
             exec_argv=[f"{TASK_ROOT}/bootstrap"] if custom else None,
             task_root=str(self.task_root),
             ro_binds=self.runtime.ro_binds,

@@ -27,6 +27,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from lamina.worker import cgroups
+from lamina.worker.blanks import Blank, BlankPool
 from lamina.worker.netns import NetworkHost
 from lamina.worker.netns_pool import NetnsPool
 from lamina.worker.sandbox import LogPipe, SandboxSpec, SandboxStats
@@ -50,6 +51,7 @@ class IsolationHost:
     network: NetworkHost
     zygotes: Zygotes = field(default_factory=Zygotes)
     pools: dict[str, NetnsPool] = field(default_factory=dict)
+    blanks: BlankPool | None = None
     _free_uids: list[int] = field(default_factory=list)
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -77,7 +79,8 @@ class IsolationHost:
             raise IsolationUnavailable("; ".join(missing))
         return cls(cgroups=host, network=NetworkHost())
 
-    def start(self) -> None:
+    def start(self, blanks: int = 4) -> None:
+        """Ready the host; keep `blanks` half-started sandboxes per interpreter in use."""
         self.cgroups.sweep_stale()
         NetnsPool.sweep_stale()
         self.network.setup()
@@ -86,6 +89,7 @@ class IsolationHost:
             "egress": NetnsPool(self.network, "egress", target_size=8),
             "none": NetnsPool(self.network, "none", target_size=2),
         }
+        self.blanks = BlankPool(self, RUNTIME_API_PORT, blanks)
 
     @property
     def endpoint_address(self) -> str:
@@ -116,9 +120,15 @@ class IsolationHost:
             "cgroup_version": self.cgroups.version,
             "egress_beyond_host": self.network.egress_beyond_host,
             "zygotes": {z.interpreter: {"restarts": z.restarts} for z in self.zygotes.all()},
+            "blanks": {
+                "ready": self.blanks.ready() if self.blanks else 0,
+                "taken": self.blanks.taken if self.blanks else 0,
+            },
         }
 
     async def close(self) -> None:
+        if self.blanks is not None:
+            await self.blanks.close()
         await self.zygotes.close()
         for pool in self.pools.values():
             await asyncio.to_thread(pool.close)
@@ -129,9 +139,13 @@ class IsolationHost:
 class IsolatedSandbox:
     confined = True
 
-    def __init__(self, host: IsolationHost, network: str = "egress") -> None:
+    def __init__(
+        self, host: IsolationHost, network: str = "egress", interpreter: str | None = None
+    ) -> None:
         self.host = host
         self.network = network if network in host.pools else "egress"
+        self.interpreter = interpreter  # whose zygote forks it; lets it start from a blank
+        self._blank: Blank | None = None
         self.pid = 0
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.name = host.name()
@@ -144,6 +158,13 @@ class IsolatedSandbox:
         self._oom = False
 
     async def prepare(self) -> socket.socket | None:
+        blanks = self.host.blanks
+        if self.network == "egress" and self.interpreter and blanks is not None:
+            blank = blanks.take(self.interpreter)
+            if blank is not None:
+                self._blank, self.name, self.pid = blank, blank.name, blank.pid
+                self._netns, self._cgroup = blank.netns, blank.cgroup
+                return blank.listener
         pool = self.host.pools[self.network]
         ns = pool.acquire()
         self._netns = ns
@@ -153,7 +174,10 @@ class IsolatedSandbox:
         assert self._netns is not None
         self._uid = self.host.uid()
         limits = cgroups.Limits(memory_mb=spec.memory_mb, pids_max=PIDS_MAX)
-        self._cgroup = self.host.cgroups.create(self.name, limits)
+        if self._cgroup is None:
+            self._cgroup = self.host.cgroups.create(self.name, limits)
+        else:  # a blank's group: its placeholder limits become the function's
+            self._cgroup.set_limits(limits)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         self._log = LogPipe(read_fd)
         env_r, env_w = os.pipe2(os.O_CLOEXEC)
@@ -175,6 +199,16 @@ class IsolatedSandbox:
             "netns": self._netns.path,  # type: ignore[attr-defined]
             "exec": spec.exec_argv,
         }
+        if self._blank is not None:
+            try:
+                self._blank.activate(
+                    {"spec": request["spec"], "exec": spec.exec_argv}, [write_fd, env_r]
+                )
+            finally:
+                os.close(write_fd)
+                os.close(env_r)
+            self._blank.exited.add_done_callback(self._on_exit)
+            return
         zygote = self.host.zygotes.get(spec.interpreter or "")
         try:
             self.pid = await zygote.spawn(request, [write_fd, env_r])

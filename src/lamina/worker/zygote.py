@@ -82,7 +82,7 @@ class Zygote:
         rid = next(self._ids)
         fut: asyncio.Future[int] = loop.create_future()
         self._pending[rid] = fut
-        data = json.dumps({**request, "op": "spawn", "id": rid}).encode()
+        data = json.dumps({"op": "spawn", **request, "id": rid}).encode()
         frame = _HEADER.pack(len(data)) + data
         packed = struct.pack(f"{len(fds)}i", *fds)
         try:

@@ -1,0 +1,190 @@
+"""Blank instances: sandboxes half-started ahead of need, so a cold start skips that half.
+
+A cold start of a confined instance forks from the zygote, attaches the child to its cgroups,
+enters its network namespace and unshares its mount/IPC/UTS namespaces before it confines
+itself and runs the runtime. None of that first half depends on the function, and on cgroup v1
+the attach has a latency tail of tens of milliseconds (a write to `cgroup.procs` waits for an
+RCU grace period). So for each interpreter that has started an instance, lamina keeps a few
+*blanks*: processes that did the first half and wait on a socket of their own. A cold start
+takes one (`take`), sets its cgroup limits to the function's, sends it the function
+(`activate`), and a background task makes a replacement.
+
+A blank holds a cgroup (named `b…`, with placeholder limits until activated; renamed to the
+instance's `i…` name when taken, so lamina's instance groups stay exactly its instances), a
+network namespace of the default `egress` kind with the Runtime API socket already listening in
+it, and one process. Functions without network take the ordinary path. A blank whose zygote
+died is discarded. cgroup v2 cannot rename a group, so there the pool stays empty and every
+cold start takes the ordinary path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lamina.worker import cgroups
+
+if TYPE_CHECKING:
+    from lamina.worker.isolated import IsolationHost
+    from lamina.worker.netns import Netns
+
+BLANKS_PER_INTERPRETER = 4
+PLACEHOLDER = cgroups.Limits(memory_mb=128, pids_max=1024)
+_HEADER = struct.Struct(">I")
+
+log = logging.getLogger("lamina.sandbox")
+
+
+@dataclass(slots=True)
+class Blank:
+    name: str
+    pid: int
+    cgroup: cgroups.InstanceCgroup
+    netns: Netns
+    listener: socket.socket  # the Runtime API socket, listening inside `netns`
+    control: socket.socket  # lamina's end of the socket the blank waits on
+    exited: asyncio.Future[int]  # resolved by the zygote when the process ends
+
+    def activate(self, request: dict[str, Any], fds: list[int]) -> None:
+        """Hand the blank its function: `request` holds "spec" and "exec", `fds` the log pipe's
+        write end and the environment pipe's read end (the caller closes its copies)."""
+        data = json.dumps(request).encode()
+        frame = _HEADER.pack(len(data)) + data
+        packed = struct.pack(f"{len(fds)}i", *fds)
+        # A blank is blocked reading this socket; a frame of a few KB fits its buffer at once.
+        self.control.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, packed)])
+        self.control.close()
+
+
+class BlankPool:
+    """A few blanks per interpreter, made in the background after each use."""
+
+    def __init__(
+        self, host: IsolationHost, port: int, per_interpreter: int = BLANKS_PER_INTERPRETER
+    ) -> None:
+        self.host = host
+        self.port = port  # where the Runtime API listens inside every sandbox
+        self.per_interpreter = per_interpreter if host.cgroups.version == 1 else 0
+        self._ready: dict[str, deque[Blank]] = {}
+        self._refilling: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+        self.taken = 0
+        self.made = 0
+
+    def take(self, interpreter: str) -> Blank | None:
+        """A live blank for `interpreter`, or None (the caller starts an instance the long
+        way); either way a refill is scheduled."""
+        ready = self._ready.setdefault(interpreter, deque())
+        blank = None
+        while ready:
+            candidate = ready.popleft()
+            if candidate.exited.done():
+                self._discard_later(candidate)
+                continue
+            try:
+                candidate.cgroup.rename(self.host.name())
+            except cgroups.CgroupError as exc:
+                log.warning("%s; discarding that blank", exc)
+                self._discard_later(candidate)
+                continue
+            candidate.name = candidate.cgroup.name
+            blank = candidate
+            break
+        self._schedule_refill(interpreter)
+        if blank is not None:
+            self.taken += 1
+        return blank
+
+    def ready(self) -> int:
+        return sum(len(q) for q in self._ready.values())
+
+    def _schedule_refill(self, interpreter: str) -> None:
+        if self._closed or self.per_interpreter <= 0:
+            return
+        task = self._refilling.get(interpreter)
+        if task is None or task.done():
+            self._refilling[interpreter] = asyncio.get_running_loop().create_task(
+                self._refill(interpreter), name=f"lamina-blanks-{interpreter}"
+            )
+
+    async def _refill(self, interpreter: str) -> None:
+        ready = self._ready.setdefault(interpreter, deque())
+        while not self._closed and len(ready) < self.per_interpreter:
+            try:
+                blank = await self._make(interpreter)
+            except Exception as exc:  # the cold path still works without blanks
+                log.warning("could not make a blank instance for %s: %s", interpreter, exc)
+                return
+            if self._closed:
+                await self._discard(blank)
+                return
+            ready.append(blank)
+            await asyncio.sleep(0)  # let cold starts in flight go first
+
+    async def _make(self, interpreter: str) -> Blank:
+        host = self.host
+        name = "b" + host.name()[1:]  # "b…" while blank, renamed "i…" when it becomes an instance
+        pool = host.pools["egress"]
+        ns = pool.acquire()
+        cg: cgroups.InstanceCgroup | None = None
+        listener: socket.socket | None = None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener = ns.listen("127.0.0.1", self.port)
+            cg = host.cgroups.create(name, PLACEHOLDER)
+            request = {"op": "blank", "procs": cg.procs_paths(), "netns": ns.path}
+            zygote = host.zygotes.get(interpreter)
+            pid = await zygote.spawn(request, [theirs.fileno()])
+            theirs.close()
+            ours.setblocking(False)
+            # The zygote answers once it has forked; the blank says "r" once it is in its
+            # cgroups and namespaces (EOF: it failed, and its error is in lamina's log).
+            if await asyncio.get_running_loop().sock_recv(ours, 1) != b"r":
+                raise RuntimeError(f"blank {name} exited while setting up")
+            ours.setblocking(True)
+        except BaseException:
+            ours.close()
+            if listener is not None:
+                listener.close()
+            if cg is not None:
+                await asyncio.to_thread(_remove, cg)
+            pool.release(ns)
+            raise
+        finally:
+            theirs.close()
+        self.made += 1
+        return Blank(name, pid, cg, ns, listener, ours, zygote.watch(pid))
+
+    def _discard_later(self, blank: Blank) -> None:
+        asyncio.get_running_loop().create_task(self._discard(blank))
+
+    async def _discard(self, blank: Blank) -> None:
+        blank.control.close()  # a live blank reads EOF and exits
+        blank.listener.close()
+        await asyncio.to_thread(_remove, blank.cgroup)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(blank.exited), 5.0)
+        self.host.pools["egress"].release(blank.netns)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._refilling.values():
+            task.cancel()
+        for task in self._refilling.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        blanks = [b for q in self._ready.values() for b in q]
+        self._ready.clear()
+        await asyncio.gather(*(self._discard(b) for b in blanks), return_exceptions=True)
+
+
+def _remove(cg: cgroups.InstanceCgroup) -> None:
+    cg.kill()
+    cg.remove()
