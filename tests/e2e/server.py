@@ -40,7 +40,11 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         self.url = ""
-        env = {**os.environ, "LAMINA_LOG_LEVEL": "info", **self.env}
+        # The IAM master key lives outside the data dir (auth/secrets.py): keep it beside the
+        # test's data dir, so nothing lands in the real ~/.config and the tmp dir cleans it up.
+        config_home = str(self.data_dir.parent / "xdg-config")
+        env = {**os.environ, "LAMINA_LOG_LEVEL": "info", "XDG_CONFIG_HOME": config_home}
+        env.update(self.env)
         for key in ("AWS_ENDPOINT_URL", "LAMINA_CONFIG"):
             env.pop(key, None)
         argv = [sys.executable, "-m", "lamina", "serve", "--port", "0"]
