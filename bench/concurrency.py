@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from lamina.bench import RawClient, _serve, create, invoke_path, pct, zip_source
+from lamina.bench import BENCH_ROLE, RawClient, _serve, create, invoke_path, pct, zip_source
 
 SLEEPER = """
 import time
@@ -182,7 +182,7 @@ def async_events(host: str, port: int, args: argparse.Namespace) -> dict[str, An
             "FunctionName": name,
             "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
             "Handler": "app.handler",
-            "Role": "arn:aws:iam::000000000000:role/bench",
+            "Role": BENCH_ROLE,
             "MemorySize": 1769,
             "Code": {"ZipFile": zip_source(REPORTER)},
             "Environment": {"Variables": {"BENCH_PORT": str(listener.port)}},

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
+import hmac
 import io
 import json
 import os
 import re
+import secrets
 import socket
 import statistics
 import subprocess
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import zipfile
 from typing import Any
 
@@ -32,8 +36,75 @@ NOOP = "def handler(event, context):\n    return None\n"
 _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
 
 
+# Every bench server gets a root key of its own; RawClient signs every request with it (SigV4,
+# as any AWS client does), so the figures include the server's signature check.
+BENCH_KEY_ID = "AKIABENCH" + secrets.token_hex(6).upper()[:11]
+BENCH_SECRET = secrets.token_urlsafe(30)[:40]
+BENCH_ROLE = "arn:aws:iam::000000000000:role/bench"
+_TRUST_LAMBDA = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+
+
+class Signer:
+    """A small SigV4 signer for the bench's raw requests (paths and queries it builds itself:
+    already URL-safe), cheaper than botocore's so the client's cost stays out of the figures."""
+
+    def __init__(self, key_id: str, secret: str, region: str = "us-east-1") -> None:
+        self.key_id, self.secret, self.region = key_id, secret, region
+        self._keys: dict[tuple[str, str], bytes] = {}
+
+    def headers(
+        self, method: str, host: str, path: str, body: bytes, service: str, extra: dict[str, str]
+    ) -> dict[str, str]:
+        now = time.gmtime()
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", now)
+        day = amz_date[:8]
+        path, _, query = path.partition("?")
+        canonical_query = "&".join(sorted(query.split("&"))) if query else ""
+        signed = {"host": host, "x-amz-date": amz_date}
+        signed.update({k.lower(): v.strip() for k, v in extra.items()})
+        names = sorted(signed)
+        canonical = "\n".join(
+            [
+                method,
+                urllib.parse.quote(path, safe="/~") if service != "s3" else path,
+                canonical_query,
+                "".join(f"{n}:{signed[n]}\n" for n in names),
+                ";".join(names),
+                hashlib.sha256(body).hexdigest(),
+            ]
+        )
+        scope = f"{day}/{self.region}/{service}/aws4_request"
+        to_sign = (
+            f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
+            + hashlib.sha256(canonical.encode()).hexdigest()
+        )
+        key = self._keys.get((day, service))
+        if key is None:
+            key = ("AWS4" + self.secret).encode()
+            for part in (day, self.region, service, "aws4_request"):
+                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            self._keys[(day, service)] = key
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        return {
+            "X-Amz-Date": amz_date,
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={self.key_id}/{scope}, "
+            f"SignedHeaders={';'.join(names)}, Signature={signature}",
+        }
+
+
 class RawClient:
-    """A minimal HTTP/1.1 client on one keep-alive connection."""
+    """A minimal HTTP/1.1 client on one keep-alive connection; signs as the bench's root key."""
 
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.create_connection((host, port))
@@ -41,12 +112,20 @@ class RawClient:
         self.file = self.sock.makefile("rb")
         self.host = f"{host}:{port}"
         self.address = (host, port)
+        self.signer = Signer(BENCH_KEY_ID, BENCH_SECRET)
 
     def request(
-        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        service: str = "lambda",
     ) -> tuple[int, dict[str, str], bytes]:
+        extra = dict(headers or {})
+        auth = self.signer.headers(method, self.host, path, body, service, extra)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines += [f"{k}: {v}" for k, v in {**extra, **auth}.items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         status = int(self.file.readline().split()[1])
         hdrs: dict[str, str] = {}
@@ -58,6 +137,21 @@ class RawClient:
             hdrs[k.strip().lower()] = v.strip()
         data = self.file.read(int(hdrs.get("content-length", "0")))
         return status, hdrs, data
+
+    def ensure_role(self, arn: str = BENCH_ROLE) -> None:
+        """The execution role bench functions use (lamina checks that it exists)."""
+        form = urllib.parse.urlencode(
+            {
+                "Action": "CreateRole",
+                "Version": "2010-05-08",
+                "RoleName": arn.rsplit("/", 1)[1],
+                "AssumeRolePolicyDocument": _TRUST_LAMBDA,
+            }
+        ).encode()
+        ctype = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, _, data = self.request("POST", "/", form, ctype, service="iam")
+        if status != 200 and b"EntityAlreadyExists" not in data:
+            raise RuntimeError(f"CreateRole: {status} {data[:300]!r}")
 
     def close(self) -> None:
         self.file.close()
@@ -94,7 +188,7 @@ def create(
             "FunctionName": name,
             "Runtime": runtime or f"python{sys.version_info.major}.{sys.version_info.minor}",
             "Handler": "app.handler",
-            "Role": "arn:aws:iam::000000000000:role/bench",
+            "Role": BENCH_ROLE,
             "Code": {"ZipFile": code_b64},
         }
     ).encode()
@@ -196,13 +290,21 @@ def _serve(data: str, isolation: str) -> tuple[subprocess.Popen[str], str, int]:
     argv = [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", data]
     argv += ["--isolation", isolation]
     env = {**os.environ, "LAMINA_LOG_LEVEL": "warning"}
+    env.update(LAMINA_ACCESS_KEY_ID=BENCH_KEY_ID, LAMINA_SECRET_ACCESS_KEY=BENCH_SECRET)
+    env.setdefault("LAMINA_MASTER_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:
         m = re.search(r"lamina ready on http://([^:]+):(\d+)", line)
         if m:
             threading.Thread(target=_drain, args=(proc.stderr,), daemon=True).start()
-            return proc, m.group(1), int(m.group(2))
+            host, port = m.group(1), int(m.group(2))
+            admin = RawClient(host, port)
+            try:
+                admin.ensure_role()
+            finally:
+                admin.close()
+            return proc, host, port
     proc.wait(30)
     raise RuntimeError(f"lamina serve --isolation {isolation} did not start")
 

@@ -32,13 +32,17 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     for s in config_mod.SETTINGS:
         flag = "--" + s.name.replace("_", "-")
-        p.add_argument(
-            flag,
-            dest=s.name,
-            type=s.type,
-            default=None,
-            help=f"{s.help} (env LAMINA_{s.name.upper()}; default {s.default!r})",
-        )
+        help_text = f"{s.help} (env LAMINA_{s.name.upper()}; default {s.default!r})"
+        if s.type is bool:  # --auth / --no-auth
+            p.add_argument(
+                flag,
+                dest=s.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+            continue
+        p.add_argument(flag, dest=s.name, type=s.type, default=None, help=help_text)
     p.add_argument("--config", default=None, help="path of a lamina.toml (default ./lamina.toml)")
 
 

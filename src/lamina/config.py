@@ -55,6 +55,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("scale_up_rate", int, 1000, "new instances a function may start per 10 seconds"),
     Setting(
+        "credentials_ttl",
+        int,
+        21600,
+        "seconds an instance's execution-role credentials are valid; an instance gets no more "
+        "work once half of that has passed (a new one, with new credentials, takes over)",
+    ),
+    Setting(
+        "auth",
+        bool,
+        True,
+        "require SigV4 signatures and IAM permissions on every request; --no-auth is for "
+        "throwaway local use only (anyone who can connect can do anything)",
+    ),
+    Setting(
         "blanks",
         int,
         4,
@@ -76,6 +90,8 @@ class Settings:
     log_level: str = "info"
     concurrency_limit: int = 1000
     scale_up_rate: int = 1000
+    credentials_ttl: int = 21600
+    auth: bool = True
     blanks: int = 4
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -16,6 +16,7 @@ class LambdaError(Exception):
     status: ClassVar[int] = 500
     fault: ClassVar[str] = "Service"
     message_key: ClassVar[str] = "Message"
+    query_code: ClassVar[str | None] = None  # the code query-protocol services (IAM, STS) use
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -130,6 +131,7 @@ class MissingAuthenticationTokenException(LambdaError):
     status = 403
     fault = "User"
     message_key = "message"
+    query_code = "MissingAuthenticationToken"
 
 
 class UnrecognizedClientException(LambdaError):
@@ -139,6 +141,7 @@ class UnrecognizedClientException(LambdaError):
     status = 403
     fault = "User"
     message_key = "message"
+    query_code = "InvalidClientTokenId"
 
 
 class InvalidSignatureException(LambdaError):
@@ -149,6 +152,7 @@ class InvalidSignatureException(LambdaError):
     status = 403
     fault = "User"
     message_key = "message"
+    query_code = "SignatureDoesNotMatch"
 
 
 class ExpiredTokenException(LambdaError):
@@ -158,6 +162,7 @@ class ExpiredTokenException(LambdaError):
     status = 403
     fault = "User"
     message_key = "message"
+    query_code = "ExpiredToken"
 
 
 class AccessDeniedException(LambdaError):
@@ -167,6 +172,7 @@ class AccessDeniedException(LambdaError):
     status = 403
     fault = "User"
     message_key = "Message"
+    query_code = "AccessDenied"
 
 
 ALL_ERRORS: tuple[type[LambdaError], ...] = (

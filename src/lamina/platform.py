@@ -13,18 +13,22 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lamina.auth.secrets import SecretBox
+from lamina.auth.sessions import InstanceSessions, SessionCredentials, lambda_may_assume
 from lamina.config import Settings
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.functions import Functions
+from lamina.control.permissions import Permissions
 from lamina.credentials import Credentials, load_or_create
 from lamina.invoke.router import Invoker
 from lamina.runtimes.registry import RuntimeRegistry, sdk_path
 from lamina.store.code import CodeStore
 from lamina.store.iam import IamStore
 from lamina.store.metadata import MetadataStore
+from lamina.store.policies import PolicyStore
 from lamina.worker.isolated import IsolatedSandbox, IsolationHost, IsolationUnavailable
 from lamina.worker.pool import Pool
 from lamina.worker.provisioned import Provisioned
@@ -46,7 +50,10 @@ class Platform:
     credentials: Credentials
     provisioned: Provisioned
     iam: IamStore  # IAM users, keys, roles, policies and STS sessions (same database)
+    permissions: Permissions  # functions' resource-based policies (AddPermission)
     isolation: IsolationHost | None = None  # None: instances are plain processes
+    # instances' execution-role credentials: minted and verified in memory (auth/sessions.py)
+    sessions: InstanceSessions = field(default_factory=InstanceSessions)
     started: float = field(default_factory=time.time)
     _url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     _stopped: bool = False
@@ -69,10 +76,14 @@ class Platform:
         functions = Functions(settings, metadata, code, runtimes, pool.retire)
         event_configs = EventInvokeConfigs(functions, metadata)
         functions.on_delete.append(event_configs.forget)
+        permissions = Permissions(functions, PolicyStore(metadata.engine))
+        functions.on_delete.append(permissions.forget)
         credentials = load_or_create(data)
         iam = IamStore(
             metadata.engine, SecretBox.for_data_dir(data), settings.account_id, credentials
         )
+        sessions = InstanceSessions()
+        _wire_execution_roles(functions, iam, sessions, settings.credentials_ttl)
         return cls(
             settings=settings,
             metadata=metadata,
@@ -85,6 +96,8 @@ class Platform:
             credentials=credentials,
             provisioned=Provisioned(functions, pool, data / "provisioned.json"),
             iam=iam,
+            sessions=sessions,
+            permissions=permissions,
             isolation=isolation,
         )
 
@@ -100,6 +113,13 @@ class Platform:
             )
         else:
             log.info("isolation: namespaces — %s", self.isolation.summary())
+        if not self.settings.auth:
+            log.warning(
+                "AUTH IS OFF (--no-auth): requests are not authenticated and no policy is "
+                "checked — anyone who can reach %s:%s can do anything. Throwaway local use only.",
+                self.settings.host,
+                self.settings.port,
+            )
 
     async def stop(self) -> None:
         if self._stopped:
@@ -143,7 +163,11 @@ class Platform:
                 else self.isolation.summary()
             ),
             "sandbox": self.isolation.describe() if self.isolation is not None else None,
-            "auth": "not enforced (arrives with the security model)",
+            "auth": (
+                "sigv4 + IAM policies"
+                if self.settings.auth
+                else "OFF (--no-auth): anyone who can connect can do anything"
+            ),
             "uptime_s": round(time.time() - self.started, 3),
             "functions": len(self.functions.names()),
             "instances": {
@@ -155,6 +179,26 @@ class Platform:
             "invocations": self.invoker.stats(),
             "runtimes": self.runtimes.available(),
         }
+
+
+def _wire_execution_roles(
+    functions: Functions, iam: IamStore, sessions: InstanceSessions, ttl_s: int
+) -> None:
+    """Give the control plane IAM's answers as callables (no import cycle): whether Lambda may
+    assume a role (CreateFunction), and minters of the instances' role credentials."""
+    if ttl_s < 2:
+        raise SystemExit("lamina: --credentials-ttl must be at least 2 seconds")
+
+    def may_assume(role_arn: str) -> bool:
+        role = iam.role(role_arn)
+        return role is not None and lambda_may_assume(role.arn, role.trust_policy)
+
+    def credentials_for(role_arn: str, function_name: str) -> Callable[[], SessionCredentials]:
+        role = iam.role(role_arn)  # once per blueprint: the real role id, when it still exists
+        return sessions.minter(role_arn, function_name, ttl_s, role.role_id if role else None)
+
+    functions.role_check = may_assume
+    functions.credentials_for = credentials_for
 
 
 def _isolation(settings: Settings) -> IsolationHost | None:

@@ -13,18 +13,40 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 
 READY = re.compile(r"lamina ready on (http://\S+)")
 ROLE = "arn:aws:iam::000000000000:role/lamina-test"
+TRUST_LAMBDA = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+# The root key of every test server (lamina takes it from these variables, as DESIGN.md §1 says).
+ROOT_KEY_ENV = {
+    "LAMINA_ACCESS_KEY_ID": "AKIATESTTESTTESTTEST",
+    "LAMINA_SECRET_ACCESS_KEY": "test-secret-test-secret-test-secret-0000",
+}
 
 
 class Server:
@@ -44,6 +66,7 @@ class Server:
         # test's data dir, so nothing lands in the real ~/.config and the tmp dir cleans it up.
         config_home = str(self.data_dir.parent / "xdg-config")
         env = {**os.environ, "LAMINA_LOG_LEVEL": "info", "XDG_CONFIG_HOME": config_home}
+        env.update(ROOT_KEY_ENV)  # the clients below sign as the account's root key
         env.update(self.env)
         for key in ("AWS_ENDPOINT_URL", "LAMINA_CONFIG"):
             env.pop(key, None)
@@ -68,6 +91,7 @@ class Server:
             raise RuntimeError("lamina serve did not start:\n" + "".join(self.output))
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
+        self._ensure_role()
         return self
 
     def _pump(self) -> None:
@@ -107,14 +131,21 @@ class Server:
         assert self.pid, "the server was never started"
         return instance_cgroups(self.pid)
 
+    def _ensure_role(self) -> None:
+        """The execution role every test function uses (lamina checks that a function's role
+        exists and trusts lambda.amazonaws.com, as AWS does)."""
+        iam = self.client("iam")
+        with suppress(iam.exceptions.EntityAlreadyExistsException):
+            iam.create_role(RoleName=ROLE.rsplit("/", 1)[1], AssumeRolePolicyDocument=TRUST_LAMBDA)
+
     def client(self, service: str = "lambda", **config: Any) -> Any:
         cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, **config)
         return boto3.client(
             service,
             endpoint_url=self.url,
             region_name="us-east-1",
-            aws_access_key_id="AKIATESTTESTTESTTEST",
-            aws_secret_access_key="test-secret",
+            aws_access_key_id=ROOT_KEY_ENV["LAMINA_ACCESS_KEY_ID"],
+            aws_secret_access_key=ROOT_KEY_ENV["LAMINA_SECRET_ACCESS_KEY"],
             config=cfg,
         )
 
@@ -141,6 +172,38 @@ def make_zip(files: dict[str, str | bytes], modes: dict[str, int] | None = None)
 
 def python_runtime() -> str:
     return f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def signed(
+    url: str,
+    method: str = "GET",
+    body: bytes = b"",
+    service: str = "lambda",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request by hand, SigV4-signed as the test servers' root key: status, headers, body."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    if body and "Content-Type" not in request.headers:
+        request.headers["Content-Type"] = "application/x-www-form-urlencoded; charset=utf-8"
+    credentials = Credentials(
+        ROOT_KEY_ENV["LAMINA_ACCESS_KEY_ID"], ROOT_KEY_ENV["LAMINA_SECRET_ACCESS_KEY"]
+    )
+    SigV4Auth(credentials, service, "us-east-1").add_auth(request)
+    return raw(url, method, body, dict(request.headers))
+
+
+def raw(
+    url: str, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request by hand, exactly as given (no signature unless `headers` carry one)."""
+    req = urllib.request.Request(
+        url, data=body if method != "GET" else None, method=method, headers=headers or {}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
 def create(client: Any, name: str, code: str | dict[str, str | bytes], **kwargs: Any) -> Any:

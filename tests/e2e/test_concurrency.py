@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from tests.e2e.server import RECORD_CODE, Recorder, Server, create, invoke
+from tests.e2e.server import RECORD_CODE, ROOT_KEY_ENV, Recorder, Server, create, invoke
 
 SLEEPER = """
 import time
@@ -51,8 +51,8 @@ def _burst(client: Any, name: str, n: int, sleep: float) -> list[Any]:
         "lambda",
         endpoint_url=client.meta.endpoint_url,
         region_name="us-east-1",
-        aws_access_key_id="AKIATESTTESTTESTTEST",
-        aws_secret_access_key="test-secret",
+        aws_access_key_id=ROOT_KEY_ENV["LAMINA_ACCESS_KEY_ID"],
+        aws_secret_access_key=ROOT_KEY_ENV["LAMINA_SECRET_ACCESS_KEY"],
         config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
     )
     barrier = threading.Barrier(n)

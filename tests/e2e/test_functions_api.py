@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.server import ROLE, Server, create, make_zip, python_runtime
+from tests.e2e.server import ROLE, ROOT_KEY_ENV, Server, create, make_zip, python_runtime
 
 ACCOUNT = "000000000000"
 REGION = "us-east-1"
@@ -348,8 +348,8 @@ def test_aws_cli_list_functions(server: Server, lam: Any) -> None:
     create(lam, "fnapi-cli", ECHO)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(
-        AWS_ACCESS_KEY_ID="AKIATESTTESTTESTTEST",
-        AWS_SECRET_ACCESS_KEY="test-secret",
+        AWS_ACCESS_KEY_ID=ROOT_KEY_ENV["LAMINA_ACCESS_KEY_ID"],
+        AWS_SECRET_ACCESS_KEY=ROOT_KEY_ENV["LAMINA_SECRET_ACCESS_KEY"],
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
         AWS_PAGER="",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.e2e.server import Server
+from tests.e2e.server import Server, signed
 
 ACCOUNT = "000000000000"
 ALLOW_S3 = {
@@ -351,13 +349,13 @@ def test_sts_caller_identity_and_assume_role(iam: Any, sts: Any) -> None:
     iam.delete_role(RoleName="r-assume")
 
 
-def _raw(url: str, data: bytes | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
+def _raw(url: str, data: bytes | None = None, service: str | None = None) -> tuple[int, str]:
+    """A query-protocol request by hand, signed for IAM or STS (by its Version) as root."""
+    text = (data or b"").decode() + url
+    service = service or ("sts" if "2011-06-15" in text else "iam")
+    method = "POST" if data is not None else "GET"
+    status, _headers, body = signed(url, method, data or b"", service)
+    return status, body.decode()
 
 
 def test_query_protocol_by_hand(iam_server: Server) -> None:
@@ -373,7 +371,8 @@ def test_query_protocol_by_hand(iam_server: Server) -> None:
     )
     status, body = _raw(iam_server.url + "/", b"Action=GetUser&Version=2010-05-08&UserName=")
     assert status == 400 and "<Code>ValidationError</Code>" in body
-    status, body = _raw(iam_server.url + "/")  # no Action: not a query request, lamina's JSON
+    # no Action and no IAM/STS signature: not a query request, lamina's JSON
+    status, body = _raw(iam_server.url + "/", service="lambda")
     assert status == 404 and json.loads(body)["Type"] == "User"
 
 

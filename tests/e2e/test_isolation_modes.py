@@ -87,7 +87,7 @@ def test_default_is_namespaces_and_health_describes_the_sandbox(server: Server, 
     # lamina's store and credentials (all of its data dir but the SDK copy `runtime`, which
     # instances get read-only), this test, the test's interpreter
     secret = [p for p in server.data_dir.iterdir() if p.name != "runtime"]
-    assert {"lamina.db", "credentials.json", "code"} <= {p.name for p in secret}
+    assert {"lamina.db", "code"} <= {p.name for p in secret}  # (root key: from the env here)
     host_paths = [*map(str, secret), str(Path(__file__).resolve()), sys.executable]
     got = invoke(lam, "iso-where", {"paths": host_paths})
     assert got["pid"] == 2  # its own PID namespace: PID 1 is the instance's init

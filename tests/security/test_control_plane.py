@@ -1,8 +1,9 @@
 """The one door out of a sandbox that is open by design: lamina's own API at AWS_ENDPOINT_URL.
 
-A function reaches it with the credentials lamina puts in its environment, which (blueprint.py)
-"carry no rights of their own". So through that door one function must not read another
-function's code (GetFunction hands out a download URL) nor replace it (UpdateFunctionCode).
+A function reaches it with the credentials lamina puts in its environment: its execution role's
+temporary credentials, which carry exactly that role's permissions (the test role has none).
+So through that door one function must not read another function's code (GetFunction hands out
+a download URL) nor replace it (UpdateFunctionCode): SigV4 and the policy check refuse both.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import base64
 import uuid
 from typing import Any
-
-import pytest
 
 from tests.e2e.server import Server
 from tests.security.harness import Canary, function, invoke, result, unique
@@ -56,12 +55,6 @@ def handler(event, context):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap until the security model lands (issue 5): lamina checks no credentials "
-    "yet, so a function's placeholder keys can read and replace other functions through the "
-    "API at AWS_ENDPOINT_URL",
-)
 def test_sandbox_credentials_cannot_read_or_replace_another_functions_code(
     lam: Any, canary: Canary, server: Server
 ) -> None:

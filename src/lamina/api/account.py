@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import PublicRoute, any_resource, guarded
 from lamina.api.render import json_response
 from lamina.platform import Platform
 
@@ -37,7 +37,19 @@ async def health(request: Request) -> Response:
 
 
 routes = [
-    Route("/2016-08-19/account-settings", get_account_settings, methods=["GET"]),
-    Route("/2016-08-19/account-settings/", get_account_settings, methods=["GET"]),
-    Route("/_lamina/health", health, methods=["GET"]),
+    guarded(
+        "/2016-08-19/account-settings",
+        get_account_settings,
+        ["GET"],
+        "lambda:GetAccountSettings",
+        any_resource,
+    ),
+    guarded(
+        "/2016-08-19/account-settings/",
+        get_account_settings,
+        ["GET"],
+        "lambda:GetAccountSettings",
+        any_resource,
+    ),
+    PublicRoute("/_lamina/health", health, methods=["GET"]),
 ]

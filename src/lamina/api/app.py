@@ -20,6 +20,7 @@ from lamina.api import (
     functions,
     iam,
     invocations,
+    permissions,
     provisioned,
     query,
     streaming,
@@ -27,6 +28,7 @@ from lamina.api import (
     tags,
     versions,
 )
+from lamina.api.auth import AuthMiddleware
 from lamina.api.render import error_response, handle_lambda_error, handle_unexpected
 from lamina.errors import LambdaError, UnknownOperationException, ValidationException
 from lamina.platform import Platform
@@ -54,6 +56,7 @@ def route_table() -> list[BaseRoute]:
         *account.routes,
         *concurrency.routes,
         *provisioned.routes,
+        *permissions.routes,
         *query.routes(iam.SERVICE, sts.SERVICE),  # IAM, STS: POST / (query protocol)
     ]
 
@@ -69,4 +72,5 @@ def build_app(platform: Platform) -> Starlette:
     )
     app.router.redirect_slashes = False
     app.state.platform = platform
+    app.add_middleware(AuthMiddleware, platform=platform)
     return app

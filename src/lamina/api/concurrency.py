@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import guarded
 from lamina.api.render import json_response
 from lamina.api.requests import path_param, read_json
 from lamina.platform import Platform
@@ -33,7 +33,22 @@ async def delete_concurrency(request: Request) -> Response:
 
 
 routes = [
-    Route("/2017-10-31/functions/{name}/concurrency", put_concurrency, methods=["PUT"]),
-    Route("/2017-10-31/functions/{name}/concurrency", delete_concurrency, methods=["DELETE"]),
-    Route("/2019-09-30/functions/{name}/concurrency", get_concurrency, methods=["GET"]),
+    guarded(
+        "/2017-10-31/functions/{name}/concurrency",
+        put_concurrency,
+        ["PUT"],
+        "lambda:PutFunctionConcurrency",
+    ),
+    guarded(
+        "/2017-10-31/functions/{name}/concurrency",
+        delete_concurrency,
+        ["DELETE"],
+        "lambda:DeleteFunctionConcurrency",
+    ),
+    guarded(
+        "/2019-09-30/functions/{name}/concurrency",
+        get_concurrency,
+        ["GET"],
+        "lambda:GetFunctionConcurrency",
+    ),
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import guarded
 from lamina.api.render import json_response, page_response
 from lamina.api.requests import int_query, path_param, read_json
 from lamina.control.event_invoke import EventInvokeConfigs
@@ -54,9 +54,9 @@ async def list_configs(request: Request) -> Response:
 
 
 routes = [
-    Route(PATH, put_config, methods=["PUT"]),
-    Route(PATH, update_config, methods=["POST"]),
-    Route(PATH, get_config, methods=["GET"]),
-    Route(PATH, delete_config, methods=["DELETE"]),
-    Route(PATH + "/list", list_configs, methods=["GET"]),
+    guarded(PATH, put_config, ["PUT"], "lambda:PutFunctionEventInvokeConfig"),
+    guarded(PATH, update_config, ["POST"], "lambda:UpdateFunctionEventInvokeConfig"),
+    guarded(PATH, get_config, ["GET"], "lambda:GetFunctionEventInvokeConfig"),
+    guarded(PATH, delete_config, ["DELETE"], "lambda:DeleteFunctionEventInvokeConfig"),
+    guarded(PATH + "/list", list_configs, ["GET"], "lambda:ListFunctionEventInvokeConfigs"),
 ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import PublicRoute, any_resource, function_in_body, guarded, pass_role
 from lamina.api.render import json_response, page_response
 from lamina.api.requests import base_url, int_query, path_param, read_json
 from lamina.errors import ResourceNotFoundException
@@ -88,13 +88,34 @@ async def download_code(request: Request) -> Response:
 
 
 routes = [
-    Route("/2015-03-31/functions", create_function, methods=["POST"]),
-    Route("/2015-03-31/functions", list_functions, methods=["GET"]),
-    Route("/2015-03-31/functions/", list_functions, methods=["GET"]),
-    Route("/2015-03-31/functions/{name}", get_function, methods=["GET"]),
-    Route("/2015-03-31/functions/{name}", delete_function, methods=["DELETE"]),
-    Route("/2015-03-31/functions/{name}/configuration", get_configuration, methods=["GET"]),
-    Route("/2015-03-31/functions/{name}/configuration", update_configuration, methods=["PUT"]),
-    Route("/2015-03-31/functions/{name}/code", update_code, methods=["PUT"]),
-    Route("/_lamina/code/{sha}", download_code, methods=["GET"]),
+    guarded(
+        "/2015-03-31/functions",
+        create_function,
+        ["POST"],
+        "lambda:CreateFunction",
+        function_in_body,
+        pass_role,
+    ),
+    guarded("/2015-03-31/functions", list_functions, ["GET"], "lambda:ListFunctions", any_resource),
+    guarded(
+        "/2015-03-31/functions/", list_functions, ["GET"], "lambda:ListFunctions", any_resource
+    ),
+    guarded("/2015-03-31/functions/{name}", get_function, ["GET"], "lambda:GetFunction"),
+    guarded("/2015-03-31/functions/{name}", delete_function, ["DELETE"], "lambda:DeleteFunction"),
+    guarded(
+        "/2015-03-31/functions/{name}/configuration",
+        get_configuration,
+        ["GET"],
+        "lambda:GetFunctionConfiguration",
+    ),
+    guarded(
+        "/2015-03-31/functions/{name}/configuration",
+        update_configuration,
+        ["PUT"],
+        "lambda:UpdateFunctionConfiguration",
+        None,
+        pass_role,
+    ),
+    guarded("/2015-03-31/functions/{name}/code", update_code, ["PUT"], "lambda:UpdateFunctionCode"),
+    PublicRoute("/_lamina/code/{sha}", download_code, methods=["GET"]),
 ]

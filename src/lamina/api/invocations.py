@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import guarded
 from lamina.api.render import json_response
 from lamina.api.requests import path_param, read_body
 from lamina.invoke.router import MAX_SYNC_PAYLOAD, InvokeRequest
@@ -49,7 +49,11 @@ async def invoke_async(request: Request) -> Response:
 
 
 routes = [
-    Route("/2015-03-31/functions/{name}/invocations", invoke, methods=["POST"]),
-    Route("/2014-11-13/functions/{name}/invoke-async", invoke_async, methods=["POST"]),
-    Route("/2014-11-13/functions/{name}/invoke-async/", invoke_async, methods=["POST"]),
+    guarded("/2015-03-31/functions/{name}/invocations", invoke, ["POST"], "lambda:InvokeFunction"),
+    guarded(
+        "/2014-11-13/functions/{name}/invoke-async", invoke_async, ["POST"], "lambda:InvokeAsync"
+    ),
+    guarded(
+        "/2014-11-13/functions/{name}/invoke-async/", invoke_async, ["POST"], "lambda:InvokeAsync"
+    ),
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import guarded
 from lamina.api.render import json_response
 from lamina.api.requests import path_param, read_json
 from lamina.platform import Platform
@@ -40,8 +40,15 @@ async def delete_config(request: Request) -> Response:
     return json_response(None, 204)
 
 
+def provisioned_action(request: Request) -> str:
+    """GET with `?List=ALL` is ListProvisionedConcurrencyConfigs, a permission of its own."""
+    if request.query_params.get("List") == "ALL":
+        return "lambda:ListProvisionedConcurrencyConfigs"
+    return "lambda:GetProvisionedConcurrencyConfig"
+
+
 routes = [
-    Route(PATH, put_config, methods=["PUT"]),
-    Route(PATH, get_config, methods=["GET"]),
-    Route(PATH, delete_config, methods=["DELETE"]),
+    guarded(PATH, put_config, ["PUT"], "lambda:PutProvisionedConcurrencyConfig"),
+    guarded(PATH, get_config, ["GET"], provisioned_action),
+    guarded(PATH, delete_config, ["DELETE"], "lambda:DeleteProvisionedConcurrencyConfig"),
 ]

@@ -30,8 +30,9 @@ from xml.sax.saxutils import escape
 import botocore.session
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from lamina.api.access import DispatchRoute, check, iam_resource
 from lamina.api.render import error_response, new_request_id
 from lamina.api.requests import read_body
 from lamina.auth.identity import Principal
@@ -119,7 +120,14 @@ def routes(*services: Service) -> list[BaseRoute]:
             if operation.input_shape is not None:
                 params = _decode(operation.input_shape, form, "")
                 _validate(operation.input_shape, params)
-            call = Call(action, params, caller(request), request.app.state.platform, request_id)
+            platform: Platform = request.app.state.platform
+            principal = caller(request)
+            if service.name == "iam" and getattr(request.state, "principal", None) is not None:
+                resource = iam_resource(platform.settings.account_id, principal, params)
+                check(platform, principal, f"iam:{action}", resource)
+            # STS: GetCallerIdentity needs no permission; AssumeRole is decided by the role's
+            # trust policy together with the caller's own policies (api/sts.py).
+            call = Call(action, params, principal, platform, request_id)
             result = handler(call)
             return xml_response(service, action, result, request_id)
         except LambdaError as exc:
@@ -129,7 +137,7 @@ def routes(*services: Service) -> list[BaseRoute]:
             fault = ServiceException("An internal error occurred in lamina.")
             return xml_error(service, fault, request_id)
 
-    return [Route("/", endpoint, methods=["GET", "POST"])]
+    return [DispatchRoute("/", endpoint, methods=["GET", "POST"])]
 
 
 async def _read_form(request: Request) -> dict[str, str]:
@@ -360,7 +368,8 @@ def xml_error(service: Service, exc: LambdaError, request_id: str) -> Response:
     fault = "Sender" if exc.fault == "User" else "Receiver"
     body = (
         f'<ErrorResponse xmlns="{_namespace(service)}"><Error><Type>{fault}</Type>'
-        f"<Code>{escape(exc.code)}</Code><Message>{escape(exc.message)}</Message></Error>"
+        f"<Code>{escape(exc.query_code or exc.code)}</Code>"
+        f"<Message>{escape(exc.message)}</Message></Error>"
         f"<RequestId>{request_id}</RequestId></ErrorResponse>"
     )
     response = _xml(body, exc.status, request_id)

@@ -15,8 +15,8 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
+from lamina.api.access import guarded
 from lamina.api.eventstream import invoke_complete, payload_chunk
 from lamina.api.invocations import invoke_request
 from lamina.invoke.router import InvokeResult
@@ -98,9 +98,10 @@ def _complete_fields(outcome: Outcome, text: str, log_type: str) -> dict[str, An
 
 
 routes = [
-    Route(
+    guarded(
         "/2021-11-15/functions/{name}/response-streaming-invocations",
         invoke_with_response_stream,
-        methods=["POST"],
+        ["POST"],
+        "lambda:InvokeFunction",
     ),
 ]

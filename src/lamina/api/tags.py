@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import guarded, tagged_arn
 from lamina.api.render import json_response
 from lamina.api.requests import path_param, read_json
 from lamina.errors import InvalidParameterValueException
@@ -39,7 +39,9 @@ async def untag_resource(request: Request) -> Response:
 
 
 routes = [
-    Route("/2017-03-31/tags/{arn}", list_tags, methods=["GET"]),
-    Route("/2017-03-31/tags/{arn}", tag_resource, methods=["POST"]),
-    Route("/2017-03-31/tags/{arn}", untag_resource, methods=["DELETE"]),
+    guarded("/2017-03-31/tags/{arn}", list_tags, ["GET"], "lambda:ListTags", tagged_arn),
+    guarded("/2017-03-31/tags/{arn}", tag_resource, ["POST"], "lambda:TagResource", tagged_arn),
+    guarded(
+        "/2017-03-31/tags/{arn}", untag_resource, ["DELETE"], "lambda:UntagResource", tagged_arn
+    ),
 ]

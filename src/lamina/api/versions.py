@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
+from lamina.api.access import guarded
 from lamina.api.render import json_response, page_response
 from lamina.api.requests import int_query, path_param, read_json
 from lamina.control.versions import Versions
@@ -66,11 +66,25 @@ async def list_aliases(request: Request) -> Response:
 
 
 routes = [
-    Route("/2015-03-31/functions/{name}/versions", publish_version, methods=["POST"]),
-    Route("/2015-03-31/functions/{name}/versions", list_versions, methods=["GET"]),
-    Route("/2015-03-31/functions/{name}/aliases", create_alias, methods=["POST"]),
-    Route("/2015-03-31/functions/{name}/aliases", list_aliases, methods=["GET"]),
-    Route("/2015-03-31/functions/{name}/aliases/{alias}", get_alias, methods=["GET"]),
-    Route("/2015-03-31/functions/{name}/aliases/{alias}", update_alias, methods=["PUT"]),
-    Route("/2015-03-31/functions/{name}/aliases/{alias}", delete_alias, methods=["DELETE"]),
+    guarded(
+        "/2015-03-31/functions/{name}/versions", publish_version, ["POST"], "lambda:PublishVersion"
+    ),
+    guarded(
+        "/2015-03-31/functions/{name}/versions",
+        list_versions,
+        ["GET"],
+        "lambda:ListVersionsByFunction",
+    ),
+    guarded("/2015-03-31/functions/{name}/aliases", create_alias, ["POST"], "lambda:CreateAlias"),
+    guarded("/2015-03-31/functions/{name}/aliases", list_aliases, ["GET"], "lambda:ListAliases"),
+    guarded("/2015-03-31/functions/{name}/aliases/{alias}", get_alias, ["GET"], "lambda:GetAlias"),
+    guarded(
+        "/2015-03-31/functions/{name}/aliases/{alias}", update_alias, ["PUT"], "lambda:UpdateAlias"
+    ),
+    guarded(
+        "/2015-03-31/functions/{name}/aliases/{alias}",
+        delete_alias,
+        ["DELETE"],
+        "lambda:DeleteAlias",
+    ),
 ]

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from lamina.auth.sessions import SessionCredentials
 from lamina.config import Settings
 from lamina.control import validation as check
 from lamina.control.versions import Versions
@@ -81,6 +82,12 @@ class Functions:
         self.endpoint_url: str | None = None
         # Called with a function's name once it is deleted (not for one of its versions).
         self.on_delete: list[Callable[[str], None]] = []
+        # Wired by the platform to IAM (None: not checked / no credentials). `role_check(arn)`:
+        # whether Lambda may assume the role (CreateFunction, and a Role change).
+        # `credentials_for(role_arn, function_name)`: a minter of execution-role credentials,
+        # called once per new instance.
+        self.role_check: Callable[[str], bool] | None = None
+        self.credentials_for: Callable[[str, str], Callable[[], SessionCredentials]] | None = None
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -267,6 +274,7 @@ class Functions:
         )
         if name in self._latest:
             raise ResourceConflictException(f"Function already exist: {name}")
+        check.assumable_role(cfg["Role"], self.role_check)
         sha_hex, code_fields = await self._store_code(body.get("Code"))
         cfg.update(code_fields, LastModified=_now_iso())
         rec = FunctionRecord(name, LATEST, cfg, sha_hex, str(uuid.uuid4()), tags, time.time())
@@ -298,6 +306,8 @@ class Functions:
         rec = self.latest_of(raw)
         check_revision(rec, body.get("RevisionId"))
         cfg = self._checked_config(body, rec.config, rec.name)
+        if cfg["Role"] != rec.config["Role"]:
+            check.assumable_role(cfg["Role"], self.role_check)
         return await self._commit(rec, cfg, rec.code_sha256_hex)
 
     async def _commit(
@@ -515,6 +525,11 @@ class Functions:
             log_level=logging.get("ApplicationLogLevel"),
             endpoint_url=self.endpoint_url,
             network=rec.tags.get(NETWORK_TAG, "egress"),
+            credentials=(
+                self.credentials_for(c["Role"], rec.name)
+                if self.credentials_for is not None
+                else None
+            ),
         )
         self._blueprints[(rec.name, rec.version)] = bp
         return bp

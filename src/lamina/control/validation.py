@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from lamina.errors import InvalidParameterValueException
@@ -92,6 +93,7 @@ def ephemeral_storage(value: Any) -> dict[str, int]:
 
 
 def role(value: Any) -> str:
+    """The form of a role ARN (AWS answers a malformed one with this constraint message)."""
     if not isinstance(value, str) or not ROLE_RE.match(value):
         raise _constraint(
             value,
@@ -99,6 +101,18 @@ def role(value: Any) -> str:
             r"Member must satisfy regular expression pattern: "
             r"arn:(aws[a-zA-Z-]*)?:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+",
         )
+    return value
+
+
+ROLE_NOT_ASSUMABLE = "The role defined for the function cannot be assumed by Lambda."
+
+
+def assumable_role(value: str, lambda_may_assume: Callable[[str], bool] | None) -> str:
+    """A well-formed role ARN must also name an existing role whose trust policy lets
+    `lambda.amazonaws.com` assume it; AWS says the same words whether it is missing or does
+    not trust Lambda. `lambda_may_assume` is None when no IAM is wired in (nothing to ask)."""
+    if lambda_may_assume is not None and not lambda_may_assume(value):
+        raise InvalidParameterValueException(ROLE_NOT_ASSUMABLE)
     return value
 
 

@@ -184,3 +184,16 @@ sts_sessions = sa.Table(
     sa.Column("session_name", sa.String(64), nullable=False),
     sa.Column("expires", sa.Float, nullable=False, index=True),
 )
+
+# Resource-based policies of functions (AddPermission; store/policies.py, migration 0005): one
+# document per function + qualifier ("$LATEST" for the function itself, a version or an alias).
+function_policies = sa.Table(
+    "function_policies",
+    metadata,
+    sa.Column(
+        "name", sa.String(64), sa.ForeignKey("functions.name", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("qualifier", sa.String(128), primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),  # the policy JSON, as GetPolicy returns it
+    sa.Column("revision_id", sa.String(36), nullable=False),
+)

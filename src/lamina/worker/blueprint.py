@@ -11,9 +11,11 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lamina.auth.sessions import SessionCredentials
 from lamina.runtimes.registry import RuntimeSpec
 from lamina.worker.sandbox import SandboxSpec
 
@@ -39,6 +41,11 @@ class Blueprint:
     log_level: str | None = None
     endpoint_url: str | None = None
     network: str = "egress"  # "none": the instance gets a network namespace with loopback only
+    # Mints execution-role credentials (the function's role, session = its name) for one new
+    # instance; None: the instance gets no AWS credentials (a Functions not wired to IAM).
+    credentials: Callable[[], SessionCredentials] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def key(self) -> str:
@@ -53,12 +60,18 @@ class Blueprint:
         return f"/aws/lambda/{self.name}"
 
     def sandbox_spec(
-        self, runtime_api: str, confined: bool, initialization_type: str = "on-demand"
+        self,
+        runtime_api: str,
+        confined: bool,
+        initialization_type: str = "on-demand",
+        credentials: SessionCredentials | None = None,
     ) -> SandboxSpec:
         """The environment of spec §2.5, with the user's variables under the reserved ones.
 
         `confined`: the runtime sees its code at /var/task (a sandbox mounts it there);
-        otherwise it runs where the code lies on the host.
+        otherwise it runs where the code lies on the host. `credentials`: the instance's
+        execution-role credentials (the pool mints them, to know when they run out); when not
+        given they are minted here.
         """
         day = time.strftime("%Y/%m/%d", time.gmtime())
         stream = f"{day}/[{self.version}]{secrets.token_hex(16)}"
@@ -96,11 +109,14 @@ class Blueprint:
                 env["LAMINA_RUNTIME_PATH"] = str(sdk)
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
-        # Placeholder credentials so the SDK inside the function can sign its calls. They carry
-        # no rights of their own; execution-role credentials replace them when auth lands.
-        env["AWS_ACCESS_KEY_ID"] = "ASIA" + secrets.token_hex(8).upper()
-        env["AWS_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(30)
-        env["AWS_SESSION_TOKEN"] = secrets.token_urlsafe(48)
+        # The execution role's temporary credentials, as Lambda gives them (the SDK inside the
+        # function signs with them; IAM judges the calls by the role's policies).
+        if credentials is None and self.credentials is not None:
+            credentials = self.credentials()
+        if credentials is not None:
+            env["AWS_ACCESS_KEY_ID"] = credentials.access_key_id
+            env["AWS_SECRET_ACCESS_KEY"] = credentials.secret_access_key
+            env["AWS_SESSION_TOKEN"] = credentials.session_token
         custom = self.runtime.kind != "python"
         return SandboxSpec(
             argv=self.runtime.argv(self.task_root),

@@ -8,6 +8,14 @@ so `shutdown` can wait for every sandbox to be gone.
 
 Provisioned instances (`start_pinned`, kept by `worker/provisioned.py`) are leased before
 on-demand ones of the same blueprint and are never reaped or retired; `stop_pinned` ends them.
+
+Credentials: each new instance gets execution-role credentials minted for it (the blueprint's
+`credentials`), and an environment variable cannot change under a running process — so, as
+AWS effectively does, instances are replaced before their credentials run out. Once half the
+credentials' lifetime has passed (`renew_at`, one float per instance) the pool hands the
+instance no more work: it is stopped when it would be leased, released or reaped, and the
+next invocation starts a fresh one. `worker/provisioned.py` replaces provisioned instances a
+little ahead of that point, so they never leave a gap.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from lamina.worker.instance import Instance, State
 from lamina.worker.sandbox import Sandbox
 
 log = logging.getLogger("lamina.pool")
+
+NEVER = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,8 @@ class Pool:
         # provisioned instances (worker/provisioned.py): never reaped or retired, used first
         self._pinned: set[Instance] = set()
         self._pinned_idle: dict[str, list[Instance]] = {}
+        # instance -> time.monotonic() after which it gets no more work (credentials half used)
+        self._renew_at: dict[Instance, float] = {}
 
     def start(self) -> None:
         self._reaper = asyncio.get_running_loop().create_task(self._reap_loop())
@@ -71,24 +83,42 @@ class Pool:
             self._release(inst)
 
     def _take_idle(self, key: str) -> Instance | None:
+        now = time.monotonic()
+        renew_at = self._renew_at
         pinned = self._pinned_idle.get(key)
         while pinned:
             inst = pinned.pop()
-            if inst.wake():
+            if renew_at.get(inst, NEVER) > now and inst.wake():
                 return inst
             self._stop(inst)
         stack = self._idle.get(key)
         while stack:
             inst = stack.pop()
-            if inst.wake():
+            if renew_at.get(inst, NEVER) > now and inst.wake():
                 return inst
             self._stop(inst)
         return None
 
+    def renew_at(self, inst: Instance) -> float:
+        """When (`time.monotonic()`) `inst` stops getting work: half its credentials' lifetime
+        after they were minted; `NEVER` for an instance without credentials."""
+        return self._renew_at.get(inst, NEVER)
+
+    def _new_instance(self, bp: Blueprint, initialization_type: str) -> Instance:
+        creds = bp.credentials() if bp.credentials is not None else None
+        spec = functools.partial(
+            bp.sandbox_spec, initialization_type=initialization_type, credentials=creds
+        )
+        inst = Instance(bp.key, self._sandbox_factory(bp), spec)
+        if creds is not None:  # half their lifetime from now
+            left = creds.expires.timestamp() - time.time()
+            self._renew_at[inst] = time.monotonic() + left / 2
+        return inst
+
     async def _start_instance(self, bp: Blueprint) -> Instance:
         if self._closed.is_set():
             raise RuntimeError("the instance pool is shut down")
-        inst = Instance(bp.key, self._sandbox_factory(bp), bp.sandbox_spec)
+        inst = self._new_instance(bp, "on-demand")
         self._all.add(inst)
         self.cold_starts += 1
         try:
@@ -103,8 +133,7 @@ class Pool:
         its init: see `init_failure`); a live one is idle and leased before on-demand ones."""
         if self._closed.is_set():
             raise RuntimeError("the instance pool is shut down")
-        spec = functools.partial(bp.sandbox_spec, initialization_type="provisioned-concurrency")
-        inst = Instance(bp.key, self._sandbox_factory(bp), spec)
+        inst = self._new_instance(bp, "provisioned-concurrency")
         self._all.add(inst)
         self._pinned.add(inst)
         try:
@@ -140,6 +169,7 @@ class Pool:
             and inst.state in (State.IDLE, State.READY)
             and inst.key not in self._retired
             and not self._closed.is_set()
+            and self._renew_at.get(inst, NEVER) > time.monotonic()
         )
         if keep:
             self._idle.setdefault(inst.key, []).append(inst)
@@ -161,6 +191,7 @@ class Pool:
             return
         self._all.discard(inst)
         self._pinned.discard(inst)
+        self._renew_at.pop(inst, None)
         task = asyncio.get_running_loop().create_task(inst.stop())
         self._stopping.add(task)
         task.add_done_callback(self._stopped)
@@ -180,9 +211,15 @@ class Pool:
             self.reap()
 
     def reap(self) -> None:
-        deadline = time.monotonic() - self.idle_timeout
+        now = time.monotonic()
+        deadline = now - self.idle_timeout
+        renew_at = self._renew_at
         for key, stack in list(self._idle.items()):
-            keep = [i for i in stack if i.alive and i.idle_since > deadline]
+            keep = [
+                i
+                for i in stack
+                if i.alive and i.idle_since > deadline and renew_at.get(i, NEVER) > now
+            ]
             for inst in stack:
                 if inst not in keep:
                     self._stop(inst)

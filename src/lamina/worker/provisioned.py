@@ -10,6 +10,10 @@ all are up, then READY; FAILED (with a reason) if one fails its init, until the 
 
 Configs are kept in `provisioned.json` in the data directory, so they survive a restart and
 their instances are started again at startup.
+
+An instance whose execution-role credentials are nearly half used (`RENEW_AHEAD` before the
+pool stops giving it work, see `worker/pool.py`) is replaced make-before-break: a new one is
+started, and the old one is stopped once the new one is up.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,10 @@ from lamina.worker.pool import Pool
 log = logging.getLogger("lamina.provisioned")
 
 RECONCILE_S = 0.1
+# Replace a provisioned instance this long before the pool would stop giving it work (its
+# credentials half used), at most this fraction of the time it had: its successor is up first.
+RENEW_AHEAD_S = 60.0
+RENEW_AHEAD = 0.5  # of half the credentials' lifetime
 REQUESTED = "ProvisionedConcurrentExecutions"
 UNPUBLISHED = "Provisioned Concurrency Configs cannot be applied to unpublished function versions."
 NOT_FOUND = "No Provisioned Concurrency Config found for this function"
@@ -55,7 +64,8 @@ class _Config:
     starting: int = 0
 
     def allocated(self) -> int:
-        return sum(1 for i in self.instances if i.alive and i.key == self.key)
+        # while one is being replaced (credentials), its successor may briefly be one more
+        return min(self.requested, sum(1 for i in self.instances if i.alive and i.key == self.key))
 
 
 class Provisioned:
@@ -200,6 +210,8 @@ class Provisioned:
         if self._closed:
             return
         gone = False
+        now = time.monotonic()
+        ahead = min(RENEW_AHEAD_S, RENEW_AHEAD * self.functions.settings.credentials_ttl / 2)
         for key, cfg in list(self._configs.items()):
             try:
                 rec, _q = self.functions.resolve(cfg.name, cfg.qualifier)
@@ -213,11 +225,17 @@ class Provisioned:
                 if not inst.alive or inst.key != bp.key:
                     cfg.instances.remove(inst)
                     self.pool.stop_pinned(inst)
+            # Instances whose credentials are nearly half used are replaced: they do not count
+            # as provisioned, and are stopped once enough fresh ones are up.
+            due = [i for i in cfg.instances if self.pool.renew_at(i) - ahead <= now]
+            fresh = len(cfg.instances) - len(due)
             while len(cfg.instances) > cfg.requested:
-                self.pool.stop_pinned(cfg.instances.pop())
+                victim = due.pop() if due else cfg.instances[-1]
+                cfg.instances.remove(victim)
+                self.pool.stop_pinned(victim)
             if cfg.status == "FAILED":
                 continue
-            missing = cfg.requested - len(cfg.instances) - cfg.starting
+            missing = cfg.requested - min(fresh, cfg.requested) - cfg.starting
             for _ in range(max(0, missing)):
                 cfg.starting += 1
                 task = asyncio.get_running_loop().create_task(self._start_one(cfg, bp))
