@@ -30,6 +30,7 @@ from typing import Any
 
 import uvloop
 
+from lamina.bench import TRUST_LAMBDA
 from lamina.config import Settings
 from lamina.invoke.router import InvokeRequest
 from lamina.platform import Platform
@@ -90,10 +91,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="lamina-bench-") as tmp:
         out = Path(tmp) / "started.txt"
         settings = Settings(data_dir=str(Path(tmp) / "data"), isolation="process")
+        os.environ.setdefault("LAMINA_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
         platform = Platform.build(settings)
         platform.start()
         try:
             name = "bench-async"
+            platform.iam.create_role("bench", TRUST_LAMBDA)  # CreateFunction checks the role
             py = f"python{sys.version_info.major}.{sys.version_info.minor}"
             await platform.functions.create(
                 {

@@ -41,7 +41,7 @@ _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
 BENCH_KEY_ID = "AKIABENCH" + secrets.token_hex(6).upper()[:11]
 BENCH_SECRET = secrets.token_urlsafe(30)[:40]
 BENCH_ROLE = "arn:aws:iam::000000000000:role/bench"
-_TRUST_LAMBDA = json.dumps(
+TRUST_LAMBDA = json.dumps(
     {
         "Version": "2012-10-17",
         "Statement": [
@@ -145,7 +145,7 @@ class RawClient:
                 "Action": "CreateRole",
                 "Version": "2010-05-08",
                 "RoleName": arn.rsplit("/", 1)[1],
-                "AssumeRolePolicyDocument": _TRUST_LAMBDA,
+                "AssumeRolePolicyDocument": TRUST_LAMBDA,
             }
         ).encode()
         ctype = {"Content-Type": "application/x-www-form-urlencoded"}

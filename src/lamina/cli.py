@@ -104,7 +104,7 @@ def _endpoint(args: argparse.Namespace) -> str:
     )
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace, service: str = "lambda") -> Any:
     import boto3
 
     key = os.environ.get("LAMINA_ACCESS_KEY_ID") or os.environ.get("AWS_ACCESS_KEY_ID")
@@ -114,7 +114,7 @@ def _client(args: argparse.Namespace) -> Any:
         if creds is not None:
             key, secret = creds.access_key_id, creds.secret_access_key
     return boto3.client(
-        "lambda",
+        service,
         endpoint_url=_endpoint(args),
         region_name=os.environ.get("LAMINA_REGION", "us-east-1"),
         aws_access_key_id=key or "lamina",
@@ -147,13 +147,40 @@ def _print(args: argparse.Namespace, data: Any, human: str | None = None) -> Non
         Console().print(human)
 
 
+DEFAULT_ROLE = "lamina-default-execution"
+LAMBDA_TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+
+
+def _default_role(args: argparse.Namespace) -> str:
+    """Without --role: a role Lambda may assume, with no permissions of its own (made once),
+    as `sam deploy` makes one for a function that names none."""
+    iam = _client(args, "iam")
+    try:
+        return str(iam.get_role(RoleName=DEFAULT_ROLE)["Role"]["Arn"])
+    except iam.exceptions.NoSuchEntityException:
+        made = iam.create_role(
+            RoleName=DEFAULT_ROLE,
+            AssumeRolePolicyDocument=LAMBDA_TRUST,
+            Description="made by `lamina deploy` for functions that name no role; no permissions",
+        )
+        return str(made["Role"]["Arn"])
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     client = _client(args)
     code = zip_path(Path(args.path))
-    role = (
-        args.role
-        or f"arn:aws:iam::{os.environ.get('LAMINA_ACCOUNT_ID', '000000000000')}:role/lamina"
-    )
+    role = args.role or _default_role(args)
     try:
         out = client.update_function_code(FunctionName=args.name, ZipFile=code)
         action = "updated"

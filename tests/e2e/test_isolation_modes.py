@@ -18,6 +18,7 @@ from typing import Any
 from tests.e2e.server import (
     INSTANCE_CODE,
     RECORD_CODE,
+    TRUST_LAMBDA,
     Recorder,
     Server,
     cgroup_pids,
@@ -199,7 +200,22 @@ def handler(event, context):
 
 
 def test_boto3_in_a_function_reaches_lamina_without_configuration(server: Server, lam: Any) -> None:
-    create(lam, "iso-sdk", SDK_CODE, MemorySize=1769)  # a whole CPU: boto3 imports quickly
+    # its execution role may list functions (and nothing else): the SDK inside signs with it
+    iam = server.client("iam")
+    role = iam.create_role(RoleName="iso-sdk-lister", AssumeRolePolicyDocument=TRUST_LAMBDA)
+    iam.put_role_policy(
+        RoleName="iso-sdk-lister",
+        PolicyName="list",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": "lambda:ListFunctions", "Resource": "*"}
+                ],
+            }
+        ),
+    )
+    create(lam, "iso-sdk", SDK_CODE, MemorySize=1769, Role=role["Role"]["Arn"])  # a whole CPU
     config = lam.get_function_configuration(FunctionName="iso-sdk")
     assert "AWS_ENDPOINT_URL" not in config.get("Environment", {}).get("Variables", {})
     got = invoke(lam, "iso-sdk")

@@ -69,16 +69,15 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = verified.key.principal
         scope["state"]["signing_service"] = verified.service
-        await self.app(scope, _replay(body), send)
+        await self.app(scope, _replay(body, receive), send)
 
     def _lookup(self, access_key_id: str, token: str | None) -> SigningKey | None:
-        key = self.platform.iam.signing_key(access_key_id)
-        if key is None and token and access_key_id.startswith("ASIA"):
-            sessions = getattr(self.platform, "sessions", None)  # execution-role sessions
-            if sessions is not None:
-                found: SigningKey | None = sessions.signing_key(access_key_id, token)
+        if token and access_key_id.startswith("ASIA"):
+            # an instance's execution-role session: self-describing, no database read
+            found = self.platform.sessions.signing_key(access_key_id, token)
+            if found is not None:
                 return found
-        return key
+        return self.platform.iam.signing_key(access_key_id)
 
 
 def principal_of(scope_state: MutableMapping[str, Any]) -> Principal | None:
@@ -103,17 +102,19 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), False
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, then the connection's own messages (a streaming response waits
+    on them to learn of a disconnect)."""
     sent = False
 
-    async def receive() -> Message:
+    async def replayed() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replayed
 
 
 def _signed_request(scope: Scope, body: bytes) -> SignedRequest:

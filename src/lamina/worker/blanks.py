@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from lamina.worker.netns import Netns
 
 BLANKS_PER_INTERPRETER = 4
+REFILL_DELAY_S = 0.02
 PLACEHOLDER = cgroups.Limits(memory_mb=128, pids_max=1024)
 _HEADER = struct.Struct(">I")
 
@@ -116,6 +117,9 @@ class BlankPool:
 
     async def _refill(self, interpreter: str) -> None:
         ready = self._ready.setdefault(interpreter, deque())
+        # The cold start that took a blank is still running (confine, runtime, first invoke):
+        # making its replacement at the same moment would compete with it for the CPU.
+        await asyncio.sleep(REFILL_DELAY_S)
         while not self._closed and len(ready) < self.per_interpreter:
             try:
                 blank = await self._make(interpreter)
@@ -138,7 +142,7 @@ class BlankPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener = ns.listen("127.0.0.1", self.port)
-            cg = host.cgroups.create(name, PLACEHOLDER)
+            cg = await asyncio.to_thread(host.cgroups.create, name, PLACEHOLDER)
             request = {"op": "blank", "procs": cg.procs_paths(), "netns": ns.path}
             zygote = host.zygotes.get(interpreter)
             pid = await zygote.spawn(request, [theirs.fileno()])

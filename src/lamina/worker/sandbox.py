@@ -42,7 +42,7 @@ class SandboxSpec:
 
     argv: list[str]
     cwd: str
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # holds the instance's credentials
     memory_mb: int = 128
     ephemeral_mb: int = 512
     interpreter: str | None = None

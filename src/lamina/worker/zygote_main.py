@@ -162,14 +162,15 @@ def _enter(request):
 def _become(request, log_fd, env_fd, unshared):
     """In the forked child, after `_enter`: confine, fork the init, run the runtime."""
     env = _read_env(env_fd)
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     _close_from_3()
     if not unshared:
         _check(_libc.unshare(CLONE_NEWNS_IPC_UTS), "unshare mount/ipc/uts namespaces")
     confine.confine(request["prepared"])
+    null = os.open("/dev/null", os.O_RDONLY)  # the sandbox's own, not a handle from outside
+    os.dup2(null, 0)
+    os.close(null)
     runtime = os.fork()
     if runtime:
         _init(runtime)  # PID 1 stays a minimal init; the runtime runs as PID 2
