@@ -52,7 +52,9 @@ def instance_pids(server_pid: int) -> dict[str, list[int]]:
     for procs in glob.glob(f"/sys/fs/cgroup/pids/lamina/run-{server_pid}-*/*/cgroup.procs"):
         try:
             with open(procs) as fh:
-                found[procs] = [int(p) for p in fh.read().split()]
+                pids = [int(p) for p in fh.read().split()]
+            if len(pids) > 1:  # one process: a blank (worker/blanks.py), not an instance yet
+                found[procs] = pids
         except OSError:
             continue
     return found

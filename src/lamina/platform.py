@@ -218,5 +218,5 @@ def _isolation(settings: Settings) -> IsolationHost | None:
             f"lamina: cannot isolate function instances on this host: {exc}.\n"
             "Start with --isolation process to run them as plain processes, without isolation."
         ) from None
-    host.start(blanks=settings.blanks)
+    host.start(blanks=settings.blanks, idle_timeout=settings.idle_timeout)
     return host

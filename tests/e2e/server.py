@@ -287,18 +287,19 @@ def run_dirs(server_pid: int | None = None) -> list[Path]:
 
 def instance_cgroups(server_pid: int | None = None) -> dict[str, list[int]]:
     """lamina's instance cgroups (every lamina's, or those of the server `server_pid`), keyed by
-    their path as /proc/<pid>/cgroup names it, with the host pids in each. Blanks (`b…`,
-    sandboxes started ahead of need, see worker/blanks.py) are not instances and not listed."""
+    their path as /proc/<pid>/cgroup names it, with the host pids in each. Blanks (
+    sandboxes started ahead of need, see worker/blanks.py: the groups holding a single process)
+    are not instances yet and not listed."""
     name = "run-*" if server_pid is None else f"run-{server_pid}-*"
     base = CGROUP_FS if cgroup_v2() else CGROUP_FS / "pids"
     pattern = f"**/lamina/{name}/*/cgroup.procs" if cgroup_v2() else f"lamina/{name}/*/cgroup.procs"
     out: dict[str, list[int]] = {}
     for procs in sorted(base.glob(pattern)):
-        if procs.parent.name.startswith("b"):  # a blank: not (yet) an instance of anything
-            continue
         try:
             pids = [int(p) for p in procs.read_text().split()]
         except FileNotFoundError:  # removed while we looked
+            continue
+        if len(pids) == 1:  # a blank: not (yet) an instance (instances hold init + runtime)
             continue
         out["/" + procs.parent.relative_to(base).as_posix()] = pids
     return out

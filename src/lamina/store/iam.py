@@ -86,6 +86,8 @@ class IamStore:
         self._lock = threading.Lock()
         self._keys: dict[str, SigningKey | None] = {}
         self._policies: dict[str, list[str]] = {}
+        self._roles: dict[str, RoleRecord | None] = {}  # role(arn), on every cold start
+        self._generation = 0  # bumped by every change: a lookup that raced one is not cached
         self.policies = PolicyStore(engine, self.arn, self._owner_key, self._changed)
 
     def __repr__(self) -> str:
@@ -111,6 +113,8 @@ class IamStore:
             if key_id is not None:
                 self._keys.pop(key_id, None)
             self._policies.clear()
+            self._roles.clear()
+            self._generation += 1
 
     # -- users --------------------------------------------------------------------------------
 
@@ -278,6 +282,7 @@ class IamStore:
                 "tags": tags or [],
             }
             conn.execute(iam_roles.insert().values(**row))
+        self._changed()
         return self._role(row)
 
     def get_role(self, name: str) -> RoleRecord:
@@ -292,13 +297,23 @@ class IamStore:
         return self._role(row)
 
     def role(self, role_arn: str) -> RoleRecord | None:
-        """The role an ARN names (`arn:aws:iam::<acct>:role/<path><name>`), or None."""
+        """The role an ARN names (`arn:aws:iam::<acct>:role/<path><name>`), or None (cached
+        until IAM changes: CreateFunction and every new blueprint ask)."""
+        with self._lock:
+            if role_arn in self._roles:
+                return self._roles[role_arn]
+            generation = self._generation
         name = role_arn.rsplit("/", 1)[-1]
         try:
-            found = self.get_role(name)
+            found: RoleRecord | None = self.get_role(name)
         except NoSuchEntity:
-            return None
-        return found if found.arn == role_arn else None
+            found = None
+        if found is not None and found.arn != role_arn:
+            found = None
+        with self._lock:
+            if generation == self._generation:
+                self._roles[role_arn] = found
+        return found
 
     def list_roles(self, path_prefix: str = "/") -> list[RoleRecord]:
         query = sa.select(iam_roles).order_by(iam_roles.c.name_key)
@@ -316,6 +331,7 @@ class IamStore:
                 .where(iam_roles.c.name_key == role.name.lower())
                 .values(trust_policy=trust_policy)
             )
+        self._changed()
 
     def delete_role(self, name: str) -> None:
         key = self.get_role(name).name.lower()

@@ -9,12 +9,15 @@ RCU grace period). So for each interpreter that has started an instance, lamina 
 takes one (`take`), sets its cgroup limits to the function's, sends it the function
 (`activate`), and a background task makes a replacement.
 
-A blank holds a cgroup (named `b…`, with placeholder limits until activated; renamed to the
-instance's `i…` name when taken, so lamina's instance groups stay exactly its instances), a
-network namespace of the default `egress` kind with the Runtime API socket already listening in
-it, and one process. Functions without network take the ordinary path. A blank whose zygote
-died is discarded. cgroup v2 cannot rename a group, so there the pool stays empty and every
-cold start takes the ordinary path.
+A blank holds a cgroup (named as the instance it will become, `i…`, with placeholder limits
+until activated), a network namespace of the default `egress` kind with the Runtime API socket
+already listening in it, and one process (a blank is the one lamina group holding a single
+process; an instance holds its init and its runtime). Functions without network take the
+ordinary path. A blank whose zygote died is discarded, and blanks go away with the instances
+when lamina is idle: an interpreter whose last cold start is `idle_timeout` old keeps none.
+
+Nothing on the cold path takes the cgroup mutex (no mkdir, attach or rename): that lock is
+where refills and concurrent cold starts would otherwise wait for each other.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import logging
 import socket
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from lamina.worker.netns import Netns
 
 BLANKS_PER_INTERPRETER = 4
-REFILL_DELAY_S = 0.02
+REFILL_DELAY_S = 0.005
 PLACEHOLDER = cgroups.Limits(memory_mb=128, pids_max=1024)
 _HEADER = struct.Struct(">I")
 
@@ -68,16 +72,24 @@ class BlankPool:
     """A few blanks per interpreter, made in the background after each use."""
 
     def __init__(
-        self, host: IsolationHost, port: int, per_interpreter: int = BLANKS_PER_INTERPRETER
+        self,
+        host: IsolationHost,
+        port: int,
+        per_interpreter: int = BLANKS_PER_INTERPRETER,
+        idle_timeout: float = 300.0,
     ) -> None:
         self.host = host
         self.port = port  # where the Runtime API listens inside every sandbox
-        self.per_interpreter = per_interpreter if host.cgroups.version == 1 else 0
+        self.per_interpreter = per_interpreter
+        self.idle_timeout = idle_timeout
         self._ready: dict[str, deque[Blank]] = {}
         self._refilling: dict[str, asyncio.Task[None]] = {}
+        self._reapers: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
         self.taken = 0
         self.made = 0
+        self._last_take = 0.0  # any interpreter: refills wait for a pause in cold starts
+        self._last_used: dict[str, float] = {}
 
     def take(self, interpreter: str) -> Blank | None:
         """A live blank for `interpreter`, or None (the caller starts an instance the long
@@ -89,15 +101,9 @@ class BlankPool:
             if candidate.exited.done():
                 self._discard_later(candidate)
                 continue
-            try:
-                candidate.cgroup.rename(self.host.name())
-            except cgroups.CgroupError as exc:
-                log.warning("%s; discarding that blank", exc)
-                self._discard_later(candidate)
-                continue
-            candidate.name = candidate.cgroup.name
             blank = candidate
             break
+        self._last_take = self._last_used[interpreter] = time.monotonic()
         self._schedule_refill(interpreter)
         if blank is not None:
             self.taken += 1
@@ -117,10 +123,14 @@ class BlankPool:
 
     async def _refill(self, interpreter: str) -> None:
         ready = self._ready.setdefault(interpreter, deque())
-        # The cold start that took a blank is still running (confine, runtime, first invoke):
-        # making its replacement at the same moment would compete with it for the CPU.
-        await asyncio.sleep(REFILL_DELAY_S)
         while not self._closed and len(ready) < self.per_interpreter:
+            # The cold start that took a blank is still running (confine, runtime, first
+            # invoke), and in a burst more follow: making replacements meanwhile would only
+            # compete with them for the CPU. Refill once cold starts pause.
+            wait = REFILL_DELAY_S - (time.monotonic() - self._last_take)
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             try:
                 blank = await self._make(interpreter)
             except Exception as exc:  # the cold path still works without blanks
@@ -130,11 +140,30 @@ class BlankPool:
                 await self._discard(blank)
                 return
             ready.append(blank)
-            await asyncio.sleep(0)  # let cold starts in flight go first
+        self._schedule_reap(interpreter)
+
+    def _schedule_reap(self, interpreter: str) -> None:
+        if interpreter not in self._reapers and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._reapers[interpreter] = loop.call_later(self.idle_timeout, self._reap, interpreter)
+
+    def _reap(self, interpreter: str) -> None:
+        """Scale to zero: blanks of an interpreter with no cold start for `idle_timeout`."""
+        self._reapers.pop(interpreter, None)
+        idle = time.monotonic() - self._last_used.get(interpreter, 0.0)
+        if idle < self.idle_timeout:
+            loop = asyncio.get_running_loop()
+            self._reapers[interpreter] = loop.call_later(
+                self.idle_timeout - idle, self._reap, interpreter
+            )
+            return
+        ready = self._ready.pop(interpreter, deque())
+        for blank in ready:
+            self._discard_later(blank)
 
     async def _make(self, interpreter: str) -> Blank:
         host = self.host
-        name = "b" + host.name()[1:]  # "b…" while blank, renamed "i…" when it becomes an instance
+        name = host.name()  # the instance it will become
         pool = host.pools["egress"]
         ns = pool.acquire()
         cg: cgroups.InstanceCgroup | None = None
@@ -179,6 +208,8 @@ class BlankPool:
 
     async def close(self) -> None:
         self._closed = True
+        for handle in self._reapers.values():
+            handle.cancel()
         for task in self._refilling.values():
             task.cancel()
         for task in self._refilling.values():

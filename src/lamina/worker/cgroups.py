@@ -149,26 +149,6 @@ class InstanceCgroup:
     def procs_paths(self) -> list[str]:
         return [f"{d}/cgroup.procs" for d in self.dirs]
 
-    def rename(self, name: str) -> None:
-        """Give the group another name in every hierarchy (membership and limits stay)."""
-        if not _NAME.fullmatch(name):
-            raise ValueError(f"bad cgroup name {name!r}")
-        moves = {d: f"{d.rsplit('/', 1)[0]}/{name}" for d in self.dirs}
-        done: list[tuple[str, str]] = []
-        try:
-            for old, new in moves.items():
-                os.rename(old, new)
-                done.append((old, new))
-        except OSError as e:
-            for old, new in reversed(done):
-                with contextlib.suppress(OSError):
-                    os.rename(new, old)
-            raise CgroupError(f"cannot rename cgroup {self.name!r} to {name!r}: {e}") from e
-        self.name = name
-        self.paths = {c: moves[p] for c, p in self.paths.items()}
-        self._mem, self._cpu, self._pids, self._frz = self.paths.values()
-        self.dirs = list(dict.fromkeys(self.paths.values()))
-
     def set_limits(self, limits: Limits) -> None:
         """Write `limits`, only what changed, in an order the kernel accepts."""
         old = self.limits

@@ -79,7 +79,7 @@ class IsolationHost:
             raise IsolationUnavailable("; ".join(missing))
         return cls(cgroups=host, network=NetworkHost())
 
-    def start(self, blanks: int = 4) -> None:
+    def start(self, blanks: int = 4, idle_timeout: float = 300.0) -> None:
         """Ready the host; keep `blanks` half-started sandboxes per interpreter in use."""
         self.cgroups.sweep_stale()
         NetnsPool.sweep_stale()
@@ -89,7 +89,7 @@ class IsolationHost:
             "egress": NetnsPool(self.network, "egress", target_size=8),
             "none": NetnsPool(self.network, "none", target_size=2),
         }
-        self.blanks = BlankPool(self, RUNTIME_API_PORT, blanks)
+        self.blanks = BlankPool(self, RUNTIME_API_PORT, blanks, idle_timeout)
 
     @property
     def endpoint_address(self) -> str:
