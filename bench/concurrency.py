@@ -173,7 +173,44 @@ def _fire(host: str, port: int, name: str, args: argparse.Namespace) -> dict[str
     }
 
 
-def async_events(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
+def _cpu_s(pid: int) -> float:
+    """user + system CPU seconds of `pid` and its reaped children (from /proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of lamina and everything it runs (zygotes and instances included)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or _descends(int(entry), pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                pid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     listener = Listener()
     name = "bench-event"
     admin = RawClient(host, port)
@@ -227,12 +264,14 @@ def async_events(host: str, port: int, args: argparse.Namespace) -> dict[str, An
     for th in threads:
         th.start()
     barrier.wait()
+    cpu0 = (_cpu_s(server_pid), _tree_cpu_s(server_pid), time.process_time())
     t0 = time.perf_counter()
     for th in threads:
         th.join()
     accept_s = time.perf_counter() - t0
     listener.wait(set(accepted), 120)
     ran_s = time.perf_counter() - t0
+    cpu1 = (_cpu_s(server_pid), _tree_cpu_s(server_pid), time.process_time())
     started = dict(listener.started)
     listener.close()
     lat = [(started[k] - accepted[k]) * 1000 for k in accepted if k in started]
@@ -246,6 +285,11 @@ def async_events(host: str, port: int, args: argparse.Namespace) -> dict[str, An
         "accepted_per_s": round(len(accepted) / accept_s, 1),
         "all_started_s": round(ran_s, 3),
         "started": len(lat),
+        "cpu_s_until_all_started": {  # on a 2-core machine, wall x 2 is all there is
+            "lamina": round(cpu1[0] - cpu0[0], 2),
+            "lamina_with_instances": round(cpu1[1] - cpu0[1], 2),
+            "this_client": round(cpu1[2] - cpu0[2], 2),
+        },
         "accepted_to_started_ms": {
             "p50": round(pct(lat, 0.5), 2) if lat else None,
             "p99": round(pct(lat, 0.99), 2) if lat else None,
@@ -268,7 +312,7 @@ def main() -> int:
                 "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
                 "isolation": args.isolation,
                 "reserved_burst": burst(host, port, args),
-                "async_over_http": async_events(host, port, args),
+                "async_over_http": async_events(host, port, args, proc.pid),
             }
         finally:
             proc.terminate()

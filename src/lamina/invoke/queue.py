@@ -32,6 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,7 @@ from lamina.worker.blueprint import Blueprint
 from lamina.worker.instance import Outcome
 from lamina.worker.runtime_api import Invocation
 
+_DELETE = async_events.delete().where(async_events.c.request_id == sa.bindparam("rid"))
 RETRY_BASE_S = 60.0
 
 log = logging.getLogger("lamina.invoke.queue")
@@ -111,6 +113,9 @@ class EventQueue:
         self._ops: list[_Op] = []
         self._op_added = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        # One thread writes, on one connection it keeps: no pool checkout per commit.
+        self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="lamina-queue-writer")
+        self._conn: sa.Connection | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
         self._writer_closing = False
@@ -161,6 +166,13 @@ class EventQueue:
         self._op_added.set()
         if self._writer is not None:
             await self._writer
+        await asyncio.get_running_loop().run_in_executor(self._write_thread, self._disconnect)
+        self._write_thread.shutdown(wait=True)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     # -- accepting -------------------------------------------------------------------------------
 
@@ -323,7 +335,8 @@ class EventQueue:
                     return
                 continue
             try:
-                await asyncio.to_thread(self._write, ops)
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._write_thread, self._write, ops)
             except Exception as exc:
                 log.exception("async queue: %d writes failed", len(ops))
                 for _kind, _ev, done in ops:
@@ -336,31 +349,41 @@ class EventQueue:
             self._op_added.set()  # look again: more may have come while writing
 
     def _write(self, ops: list[_Op]) -> None:
-        with self.engine.begin() as conn:
-            i = 0
-            while i < len(ops):
-                kind = ops[i][0]
-                j = i
-                while j < len(ops) and ops[j][0] == kind:
-                    j += 1
-                run = [ev for _k, ev, _d in ops[i:j]]
-                if kind == "insert":
-                    conn.execute(async_events.insert(), [asdict(ev) for ev in run])
-                elif kind == "delete":
-                    ids = [ev.request_id for ev in run]
-                    conn.execute(async_events.delete().where(async_events.c.request_id.in_(ids)))
-                else:
-                    for ev in run:
-                        conn.execute(
-                            async_events.update()
-                            .where(async_events.c.request_id == ev.request_id)
-                            .values(
-                                attempts=ev.attempts,
-                                throttles=ev.throttles,
-                                next_attempt_at=ev.next_attempt_at,
-                            )
+        """In the writer thread: `ops` in one transaction."""
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        conn = self._conn
+        try:
+            with conn.begin():
+                self._apply(conn, ops)
+        except sa.exc.DBAPIError:
+            self._disconnect()  # a broken connection is not reused
+            raise
+
+    def _apply(self, conn: sa.Connection, ops: list[_Op]) -> None:
+        i = 0
+        while i < len(ops):
+            kind = ops[i][0]
+            j = i
+            while j < len(ops) and ops[j][0] == kind:
+                j += 1
+            run = [ev for _k, ev, _d in ops[i:j]]
+            if kind == "insert":
+                conn.execute(async_events.insert(), [asdict(ev) for ev in run])
+            elif kind == "delete":
+                conn.execute(_DELETE, [{"rid": ev.request_id} for ev in run])
+            else:
+                for ev in run:
+                    conn.execute(
+                        async_events.update()
+                        .where(async_events.c.request_id == ev.request_id)
+                        .values(
+                            attempts=ev.attempts,
+                            throttles=ev.throttles,
+                            next_attempt_at=ev.next_attempt_at,
                         )
-                i = j
+                    )
+            i = j
 
     def _load(self) -> list[QueuedEvent]:
         query = sa.select(async_events).order_by(async_events.c.enqueued_at)
