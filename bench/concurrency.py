@@ -1,6 +1,7 @@
 """Benchmark of reserved concurrency and of async invokes over HTTP; prints JSON.
 
 .venv/bin/python bench/concurrency.py [--burst 500 --reserved 50] [--events 2000 --clients 32]
+                                      [--paced 500,1000,1500,2000 --paced-seconds 3]
 
 Starts a fresh `lamina serve` (default `namespaces` isolation) and talks to it over raw
 HTTP/1.1 keep-alive connections (`lamina.bench.RawClient`).
@@ -16,6 +17,8 @@ HTTP/1.1 keep-alive connections (`lamina.bench.RawClient`).
   sends `<id> <time.time()>` over TCP to a listener this script runs on the host (reached at the
   host part of the function's AWS_ENDPOINT_URL). Reported: accepted/s, and accepted ->
   handler-started latency (which includes the backlog the burst builds up).
+* paced: the same function, `Event` invokes sent on a fixed schedule at each `--paced` rate
+  for `--paced-seconds`: the rate achieved and accepted -> started latency when sustained.
 """
 
 from __future__ import annotations
@@ -297,6 +300,90 @@ def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int
     }
 
 
+def async_paced(
+    host: str, port: int, args: argparse.Namespace, server_pid: int
+) -> list[dict[str, Any]]:
+    """Sustained load: for each rate in `--paced`, `Event` invokes sent on a fixed schedule
+    (open loop, `--clients` connections) for `--paced-seconds`; reported per rate: the rate
+    achieved, accepted -> started latency, and whether the handlers kept up."""
+    listener = Listener()
+    admin = RawClient(host, port)
+    name = "bench-paced"
+    body = json.dumps(
+        {
+            "FunctionName": name,
+            "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
+            "Handler": "app.handler",
+            "Role": BENCH_ROLE,
+            "MemorySize": 1769,
+            "Code": {"ZipFile": zip_source(REPORTER)},
+            "Environment": {"Variables": {"BENCH_PORT": str(listener.port)}},
+        }
+    ).encode()
+    status, _, data = admin.request("POST", "/2015-03-31/functions", body)
+    if status != 201:
+        raise RuntimeError(f"CreateFunction {name}: {status} {data!r}")
+    path = invoke_path(name)
+    event = {"X-Amz-Invocation-Type": "Event"}
+    warm = {f"pw{i}" for i in range(64)}
+    for key in warm:
+        admin.request("POST", path, json.dumps({"id": key}).encode(), event)
+    listener.wait(warm, 60)
+    admin.close()
+    out = []
+    for rate in args.paced:
+        n = int(rate * args.paced_seconds)
+        accepted: dict[str, float] = {}
+        late = [0]
+
+        def client(k: int, rate: float = rate, n: int = n) -> None:
+            c = RawClient(host, port)
+            period = args.clients / rate
+            start = t0 + k / rate
+            for i in range(k, n, args.clients):
+                due = start + (i - k) // args.clients * period
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                elif wait < -0.05:
+                    late[0] += 1
+                key = f"r{rate}-{i}"
+                status, _, _ = c.request("POST", path, json.dumps({"id": key}).encode(), event)
+                if status == 202:
+                    accepted[key] = time.time()
+            c.close()
+
+        t0 = time.perf_counter() + 0.2
+        cpu0 = _cpu_s(server_pid)
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        sent_s = time.perf_counter() - t0
+        listener.wait(set(accepted), 120)
+        done_s = time.perf_counter() - t0
+        started = dict(listener.started)
+        lat = [(started[k] - accepted[k]) * 1000 for k in accepted if k in started]
+        out.append(
+            {
+                "target_per_s": rate,
+                "events": n,
+                "accepted": len(accepted),
+                "accepted_per_s": round(len(accepted) / sent_s, 1),
+                "all_started_per_s": round(len(lat) / done_s, 1),
+                "sends_late_over_50ms": late[0],
+                "lamina_cpu_s": round(_cpu_s(server_pid) - cpu0, 2),
+                "accepted_to_started_ms": {
+                    "p50": round(pct(lat, 0.5), 2) if lat else None,
+                    "p99": round(pct(lat, 0.99), 2) if lat else None,
+                },
+            }
+        )
+    listener.close()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--isolation", default="namespaces", choices=["namespaces", "process"])
@@ -304,6 +391,13 @@ def main() -> int:
     parser.add_argument("--reserved", type=int, default=50)
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--paced",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[500.0, 1000.0, 1500.0, 2000.0],
+        help="sustained Event rates to hold, comma-separated (events/s)",
+    )
+    parser.add_argument("--paced-seconds", type=float, default=3.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lamina-bench-") as data:
         proc, host, port = _serve(data, args.isolation)
@@ -313,6 +407,7 @@ def main() -> int:
                 "isolation": args.isolation,
                 "reserved_burst": burst(host, port, args),
                 "async_over_http": async_events(host, port, args, proc.pid),
+                "async_paced_over_http": async_paced(host, port, args, proc.pid),
             }
         finally:
             proc.terminate()
