@@ -47,9 +47,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def route_table() -> list[BaseRoute]:
     return [
+        *invocations.routes,  # first: the router tries routes in order, Invoke is most of them
         *functions.routes,
         *versions.routes,
-        *invocations.routes,
         *streaming.routes,
         *tags.routes,
         *event_invoke.routes,
