@@ -286,9 +286,9 @@ def _drain(stream: Any) -> None:
         pass
 
 
-def _serve(data: str, isolation: str) -> tuple[subprocess.Popen[str], str, int]:
+def _serve(data: str, isolation: str, *extra: str) -> tuple[subprocess.Popen[str], str, int]:
     argv = [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", data]
-    argv += ["--isolation", isolation]
+    argv += ["--isolation", isolation, *extra]
     env = {**os.environ, "LAMINA_LOG_LEVEL": "warning"}
     env.update(LAMINA_ACCESS_KEY_ID=BENCH_KEY_ID, LAMINA_SECRET_ACCESS_KEY=BENCH_SECRET)
     env.setdefault("LAMINA_MASTER_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
@@ -332,21 +332,28 @@ def bench_one(isolation: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def interleaved_warm(args: argparse.Namespace) -> dict[str, Any]:
-    """Warm latency of both isolation modes measured alternately, one request each in turn,
-    so that whatever else the machine does affects both alike."""
-    modes = ("process", "namespaces")
+    """Warm latency of both isolation modes, and of `namespaces` without authentication,
+    measured alternately, one request to each server in turn, so that whatever else the
+    machine does affects all alike. The last shows what SigV4 + the policy check cost."""
+    modes = ("process", "namespaces", "namespaces_no_auth")
+    flags: tuple[tuple[str, ...], ...] = (
+        ("process",),
+        ("namespaces",),
+        ("namespaces", "--no-auth"),
+    )
     with (
         tempfile.TemporaryDirectory(prefix="lamina-bench-") as d1,
         tempfile.TemporaryDirectory(prefix="lamina-bench-") as d2,
+        tempfile.TemporaryDirectory(prefix="lamina-bench-") as d3,
     ):
-        servers = [_serve(d, m) for d, m in zip((d1, d2), modes, strict=True)]
+        servers = [_serve(d, *f) for d, f in zip((d1, d2, d3), flags, strict=True)]
         try:
             clients = [RawClient(host, port) for _proc, host, port in servers]
             for c in clients:
                 create(c, "bench-noop", zip_source(NOOP), args.memory)
                 for _ in range(50):
                     c.request("POST", invoke_path("bench-noop"), b"{}")
-            times: list[list[float]] = [[], []]
+            times: list[list[float]] = [[] for _ in modes]
             for _ in range(args.warm):
                 for i, c in enumerate(clients):
                     t = time.perf_counter()
@@ -363,6 +370,7 @@ def interleaved_warm(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {m: summary(t) for m, t in zip(modes, times, strict=True)}
     base, iso = out["process"]["p50"], out["namespaces"]["p50"]
     out["namespaces_p50_vs_process"] = f"{(iso / base - 1) * 100:+.1f}%"
+    out["auth_cost_p50_ms"] = round(iso - out["namespaces_no_auth"]["p50"], 3)
     return out
 
 
