@@ -30,7 +30,7 @@ from typing import Any
 
 import uvloop
 
-from lamina.bench import TRUST_LAMBDA
+from lamina.auth.sessions import LAMBDA_TRUST_POLICY
 from lamina.config import Settings
 from lamina.invoke.router import InvokeRequest
 from lamina.platform import Platform
@@ -96,7 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         platform.start()
         try:
             name = "bench-async"
-            platform.iam.create_role("bench", TRUST_LAMBDA)  # CreateFunction checks the role
+            platform.iam.create_role("bench", LAMBDA_TRUST_POLICY)  # CreateFunction checks the role
             py = f"python{sys.version_info.major}.{sys.version_info.minor}"
             await platform.functions.create(
                 {

@@ -35,6 +35,7 @@ from typing import Any
 
 from lamina.bench import BENCH_ROLE, RawClient, _serve, create, invoke_path, pct, zip_source
 
+EVENT = {"X-Amz-Invocation-Type": "Event"}
 SLEEPER = """
 import time
 
@@ -213,9 +214,9 @@ def _descends(pid: int, ancestor: int) -> bool:
     return False
 
 
-def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
+def _reporter(host: str, port: int, name: str) -> tuple[Listener, str]:
+    """The REPORTER function, created and warmed (64 instances), and its listener."""
     listener = Listener()
-    name = "bench-event"
     admin = RawClient(host, port)
     body = json.dumps(
         {
@@ -232,15 +233,19 @@ def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int
     if status != 201:
         raise RuntimeError(f"CreateFunction {name}: {status} {data!r}")
     path = invoke_path(name)
-    event = {"X-Amz-Invocation-Type": "Event"}
-
     # warm up: a few instances, so the run measures the queue more than cold starts
-    warm = {f"w{i}" for i in range(64)}
+    warm = {f"{name}-w{i}" for i in range(64)}
     for key in warm:
-        status, _, data = admin.request("POST", path, json.dumps({"id": key}).encode(), event)
+        status, _, data = admin.request("POST", path, json.dumps({"id": key}).encode(), EVENT)
         assert status == 202, (status, data)
     listener.wait(warm, 60)
     admin.close()
+    return listener, path
+
+
+def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
+    listener, path = _reporter(host, port, "bench-event")
+    event = EVENT
 
     accepted: dict[str, float] = {}
     errors: list[str] = []
@@ -300,79 +305,66 @@ def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int
     }
 
 
+class _Paced:
+    """One paced run: `n` events at `rate`/s from `clients` connections, on a schedule."""
+
+    def __init__(self, host: str, port: int, path: str, rate: float, n: int, clients: int):
+        self.host, self.port, self.path = host, port, path
+        self.rate, self.n, self.clients = rate, n, clients
+        self.accepted: dict[str, float] = {}
+        self.late = 0
+        self.t0 = 0.0
+
+    def run(self) -> float:
+        """Send everything; the seconds it took."""
+        self.t0 = time.perf_counter() + 0.2
+        threads = [threading.Thread(target=self._client, args=(k,)) for k in range(self.clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return time.perf_counter() - self.t0
+
+    def _client(self, k: int) -> None:
+        c = RawClient(self.host, self.port)
+        period = self.clients / self.rate
+        for step, i in enumerate(range(k, self.n, self.clients)):
+            wait = self.t0 + k / self.rate + step * period - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.05:
+                self.late += 1
+            key = f"r{self.rate}-{i}"
+            status, _, _ = c.request("POST", self.path, json.dumps({"id": key}).encode(), EVENT)
+            if status == 202:
+                self.accepted[key] = time.time()
+        c.close()
+
+
 def async_paced(
     host: str, port: int, args: argparse.Namespace, server_pid: int
 ) -> list[dict[str, Any]]:
     """Sustained load: for each rate in `--paced`, `Event` invokes sent on a fixed schedule
     (open loop, `--clients` connections) for `--paced-seconds`; reported per rate: the rate
     achieved, accepted -> started latency, and whether the handlers kept up."""
-    listener = Listener()
-    admin = RawClient(host, port)
-    name = "bench-paced"
-    body = json.dumps(
-        {
-            "FunctionName": name,
-            "Runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
-            "Handler": "app.handler",
-            "Role": BENCH_ROLE,
-            "MemorySize": 1769,
-            "Code": {"ZipFile": zip_source(REPORTER)},
-            "Environment": {"Variables": {"BENCH_PORT": str(listener.port)}},
-        }
-    ).encode()
-    status, _, data = admin.request("POST", "/2015-03-31/functions", body)
-    if status != 201:
-        raise RuntimeError(f"CreateFunction {name}: {status} {data!r}")
-    path = invoke_path(name)
-    event = {"X-Amz-Invocation-Type": "Event"}
-    warm = {f"pw{i}" for i in range(64)}
-    for key in warm:
-        admin.request("POST", path, json.dumps({"id": key}).encode(), event)
-    listener.wait(warm, 60)
-    admin.close()
+    listener, path = _reporter(host, port, "bench-paced")
     out = []
     for rate in args.paced:
-        n = int(rate * args.paced_seconds)
-        accepted: dict[str, float] = {}
-        late = [0]
-
-        def client(k: int, rate: float = rate, n: int = n) -> None:
-            c = RawClient(host, port)
-            period = args.clients / rate
-            start = t0 + k / rate
-            for i in range(k, n, args.clients):
-                due = start + (i - k) // args.clients * period
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                elif wait < -0.05:
-                    late[0] += 1
-                key = f"r{rate}-{i}"
-                status, _, _ = c.request("POST", path, json.dumps({"id": key}).encode(), event)
-                if status == 202:
-                    accepted[key] = time.time()
-            c.close()
-
-        t0 = time.perf_counter() + 0.2
+        run = _Paced(host, port, path, rate, int(rate * args.paced_seconds), args.clients)
         cpu0 = _cpu_s(server_pid)
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        sent_s = time.perf_counter() - t0
-        listener.wait(set(accepted), 120)
-        done_s = time.perf_counter() - t0
+        sent_s = run.run()
+        listener.wait(set(run.accepted), 120)
+        done_s = time.perf_counter() - run.t0
         started = dict(listener.started)
-        lat = [(started[k] - accepted[k]) * 1000 for k in accepted if k in started]
+        lat = [(started[k] - t) * 1000 for k, t in run.accepted.items() if k in started]
         out.append(
             {
                 "target_per_s": rate,
-                "events": n,
-                "accepted": len(accepted),
-                "accepted_per_s": round(len(accepted) / sent_s, 1),
+                "events": run.n,
+                "accepted": len(run.accepted),
+                "accepted_per_s": round(len(run.accepted) / sent_s, 1),
                 "all_started_per_s": round(len(lat) / done_s, 1),
-                "sends_late_over_50ms": late[0],
+                "sends_late_over_50ms": run.late,
                 "lamina_cpu_s": round(_cpu_s(server_pid) - cpu0, 2),
                 "accepted_to_started_ms": {
                     "p50": round(pct(lat, 0.5), 2) if lat else None,

@@ -32,6 +32,8 @@ import urllib.parse
 import zipfile
 from typing import Any
 
+from lamina.auth.sessions import LAMBDA_TRUST_POLICY
+
 NOOP = "def handler(event, context):\n    return None\n"
 _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
 
@@ -41,18 +43,6 @@ _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
 BENCH_KEY_ID = "AKIABENCH" + secrets.token_hex(6).upper()[:11]
 BENCH_SECRET = secrets.token_urlsafe(30)[:40]
 BENCH_ROLE = "arn:aws:iam::000000000000:role/bench"
-TRUST_LAMBDA = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 class Signer:
@@ -145,7 +135,7 @@ class RawClient:
                 "Action": "CreateRole",
                 "Version": "2010-05-08",
                 "RoleName": arn.rsplit("/", 1)[1],
-                "AssumeRolePolicyDocument": TRUST_LAMBDA,
+                "AssumeRolePolicyDocument": LAMBDA_TRUST_POLICY,
             }
         ).encode()
         ctype = {"Content-Type": "application/x-www-form-urlencoded"}

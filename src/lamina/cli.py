@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lamina import config as config_mod
+from lamina.auth.sessions import LAMBDA_TRUST_POLICY
 from lamina.credentials import exports, load
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:4850"
@@ -148,18 +149,6 @@ def _print(args: argparse.Namespace, data: Any, human: str | None = None) -> Non
 
 
 DEFAULT_ROLE = "lamina-default-execution"
-LAMBDA_TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
 
 
 def _default_role(args: argparse.Namespace) -> str:
@@ -171,7 +160,7 @@ def _default_role(args: argparse.Namespace) -> str:
     except iam.exceptions.NoSuchEntityException:
         made = iam.create_role(
             RoleName=DEFAULT_ROLE,
-            AssumeRolePolicyDocument=LAMBDA_TRUST,
+            AssumeRolePolicyDocument=LAMBDA_TRUST_POLICY,
             Description="made by `lamina deploy` for functions that name no role; no permissions",
         )
         return str(made["Role"]["Arn"])

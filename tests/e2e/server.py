@@ -28,20 +28,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from lamina.auth.sessions import LAMBDA_TRUST_POLICY
+
 READY = re.compile(r"lamina ready on (http://\S+)")
 ROLE = "arn:aws:iam::000000000000:role/lamina-test"
-TRUST_LAMBDA = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-)
+TRUST_LAMBDA = LAMBDA_TRUST_POLICY  # a role Lambda may assume
 # The root key of every test server (lamina takes it from these variables, as DESIGN.md §1 says).
 ROOT_KEY_ENV = {
     "LAMINA_ACCESS_KEY_ID": "AKIATESTTESTTESTTEST",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lamina.auth.secrets import SecretBox, SecretError, master_key_path
+from lamina.auth.sessions import LAMBDA_TRUST_POLICY
 from lamina.credentials import Credentials
 from lamina.errors import (
     DeleteConflict,
@@ -29,18 +30,6 @@ ALLOW_S3 = json.dumps(
 )
 DENY_ALL = json.dumps(
     {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}
-)
-TRUST = json.dumps(
-    {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
 )
 
 
@@ -114,13 +103,13 @@ def test_root_signing_key_and_unknown_keys(iam: IamStore) -> None:
 
 
 def test_roles_and_sessions(iam: IamStore) -> None:
-    role = iam.create_role("exec", TRUST, "/service/", "runs functions", 7200)
+    role = iam.create_role("exec", LAMBDA_TRUST_POLICY, "/service/", "runs functions", 7200)
     assert role.role_id.startswith("AROA")
     assert role.arn == f"arn:aws:iam::{ACCOUNT}:role/service/exec"
     assert iam.role(role.arn) == role
     assert iam.role(f"arn:aws:iam::{ACCOUNT}:role/exec") is None  # wrong path
     with pytest.raises(EntityAlreadyExists):
-        iam.create_role("EXEC", TRUST)
+        iam.create_role("EXEC", LAMBDA_TRUST_POLICY)
     with pytest.raises(MalformedPolicyDocument):
         iam.create_role("bad", "{not json")
     with pytest.raises(MalformedPolicyDocument):
@@ -146,7 +135,7 @@ def test_roles_and_sessions(iam: IamStore) -> None:
         iam.delete_role("exec")
     iam.policies.delete_inline("role", "exec", "inline")
     assert iam.identity_policies(key.principal) == []
-    iam.update_trust_policy("exec", TRUST.replace("lambda", "edgelambda"))
+    iam.update_trust_policy("exec", LAMBDA_TRUST_POLICY.replace("lambda", "edgelambda"))
     assert "edgelambda" in iam.get_role("exec").trust_policy
     iam.delete_role("exec")
     with pytest.raises(NoSuchEntity, match=re.escape("The role with name exec cannot be found.")):
@@ -161,7 +150,7 @@ def test_managed_policies_versions_and_attachments(iam: IamStore) -> None:
     with pytest.raises(EntityAlreadyExists, match="A policy called S3 already exists"):
         pol.create_policy("S3", ALLOW_S3)
     with pytest.raises(MalformedPolicyDocument):
-        pol.create_policy("trusty", TRUST)  # an identity policy names no principal
+        pol.create_policy("trusty", LAMBDA_TRUST_POLICY)  # an identity policy names no principal
     with pytest.raises(NoSuchEntity):
         pol.get_policy(f"arn:aws:iam::{ACCOUNT}:policy/s3")  # the path is part of the ARN
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from lamina.api.access import guarded
 from lamina.api.render import json_response, page_response
-from lamina.api.requests import int_query, path_param, read_json
+from lamina.api.requests import int_query, path_param, qualifier, read_json
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.platform import Platform
 
@@ -19,28 +19,24 @@ def _configs(request: Request) -> EventInvokeConfigs:
     return platform.event_configs
 
 
-def _qualifier(request: Request) -> str | None:
-    return request.query_params.get("Qualifier")
-
-
 async def put_config(request: Request) -> Response:
     body = await read_json(request)
-    out = _configs(request).put(path_param(request, "name"), _qualifier(request), body)
+    out = _configs(request).put(path_param(request, "name"), qualifier(request), body)
     return json_response(out)
 
 
 async def update_config(request: Request) -> Response:
     body = await read_json(request)
-    out = _configs(request).update(path_param(request, "name"), _qualifier(request), body)
+    out = _configs(request).update(path_param(request, "name"), qualifier(request), body)
     return json_response(out)
 
 
 async def get_config(request: Request) -> Response:
-    return json_response(_configs(request).get(path_param(request, "name"), _qualifier(request)))
+    return json_response(_configs(request).get(path_param(request, "name"), qualifier(request)))
 
 
 async def delete_config(request: Request) -> Response:
-    _configs(request).delete(path_param(request, "name"), _qualifier(request))
+    _configs(request).delete(path_param(request, "name"), qualifier(request))
     return json_response(None, 204)
 
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from lamina.api.access import guarded
 from lamina.api.render import json_response
-from lamina.api.requests import path_param, read_json
+from lamina.api.requests import path_param, qualifier, read_json
 from lamina.control.permissions import Permissions
 from lamina.platform import Platform
 
@@ -19,26 +19,20 @@ def _permissions(request: Request) -> Permissions:
     return platform.permissions
 
 
-def _qualifier(request: Request) -> str | None:
-    return request.query_params.get("Qualifier")
-
-
 async def add_permission(request: Request) -> Response:
     body = await read_json(request)
-    out = await _permissions(request).add(path_param(request, "name"), _qualifier(request), body)
+    out = await _permissions(request).add(path_param(request, "name"), qualifier(request), body)
     return json_response(out, 201)
 
 
 async def get_policy(request: Request) -> Response:
-    return json_response(
-        _permissions(request).get(path_param(request, "name"), _qualifier(request))
-    )
+    return json_response(_permissions(request).get(path_param(request, "name"), qualifier(request)))
 
 
 async def remove_permission(request: Request) -> Response:
     await _permissions(request).remove(
         path_param(request, "name"),
-        _qualifier(request),
+        qualifier(request),
         path_param(request, "sid"),
         request.query_params.get("RevisionId"),
     )

@@ -50,6 +50,11 @@ async def read_json(request: Request, limit: int = MAX_CONTROL_BODY) -> dict[str
     return body
 
 
+def qualifier(request: Request) -> str | None:
+    """`?Qualifier=` (a version or alias), when given."""
+    return request.query_params.get("Qualifier")
+
+
 def path_param(request: Request, name: str) -> str:
     value = request.path_params.get(name)
     if not isinstance(value, str) or not value:

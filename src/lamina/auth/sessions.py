@@ -30,6 +30,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import json
 import os
 import time
 from collections.abc import Callable
@@ -51,6 +52,19 @@ __all__ = [
 ]
 
 LAMBDA_SERVICE = "lambda.amazonaws.com"
+# The trust policy of a role Lambda may assume (what `lamina deploy` and the benches create).
+LAMBDA_TRUST_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": LAMBDA_SERVICE},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
 
 _MAGIC = b"L\x01"  # "L" for lamina, then the format version
 _NONCE = 12
