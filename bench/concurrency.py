@@ -24,6 +24,7 @@ HTTP/1.1 keep-alive connections (`lamina.bench.RawClient`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import socket
@@ -33,7 +34,18 @@ import threading
 import time
 from typing import Any
 
-from lamina.bench import BENCH_ROLE, RawClient, _serve, create, invoke_path, pct, zip_source
+import uvloop
+
+from lamina.bench import (
+    BENCH_ROLE,
+    AsyncRawClient,
+    RawClient,
+    _serve,
+    create,
+    invoke_path,
+    pct,
+    zip_source,
+)
 
 EVENT = {"X-Amz-Invocation-Type": "Event"}
 SLEEPER = """
@@ -51,16 +63,26 @@ import os, socket, time, urllib.parse
 HOST = urllib.parse.urlsplit(os.environ["AWS_ENDPOINT_URL"]).hostname
 PORT = int(os.environ["BENCH_PORT"])
 
+CONN = None
+
 def handler(event, context):
+    global CONN
     started = time.time()
-    with socket.create_connection((HOST, PORT), timeout=10) as conn:
-        conn.sendall(("%s %.6f\\n" % (event["id"], started)).encode())
+    line = ("%s %.6f\\n" % (event["id"], started)).encode()
+    try:  # one connection per instance, kept: the report costs a send, not a TCP handshake
+        if CONN is None:
+            CONN = socket.create_connection((HOST, PORT), timeout=10)
+        CONN.sendall(line)
+    except OSError:
+        CONN = socket.create_connection((HOST, PORT), timeout=10)
+        CONN.sendall(line)
     return None
 """
 
 
 class Listener:
-    """A TCP listener on the host collecting `<id> <time>` lines, one connection each."""
+    """A TCP listener on the host collecting `<id> <time>` lines (each instance keeps one
+    connection and sends a line per event)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("0.0.0.0", 0), backlog=1024)
@@ -78,16 +100,16 @@ class Listener:
             threading.Thread(target=self._read, args=(conn,), daemon=True).start()
 
     def _read(self, conn: socket.socket) -> None:
-        data = b""
+        pending = b""
         with conn:
-            conn.settimeout(10)
-            while chunk := conn.recv(4096):
-                data += chunk
-        with self._cond:
-            for line in data.decode().splitlines():
-                key, _, ts = line.partition(" ")
-                self.started.setdefault(key, float(ts))
-            self._cond.notify_all()
+            while chunk := conn.recv(65536):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                with self._cond:
+                    for line in lines:
+                        key, _, ts = line.decode().partition(" ")
+                        self.started.setdefault(key, float(ts))
+                    self._cond.notify_all()
 
     def wait(self, keys: set[str], timeout: float) -> None:
         with self._cond:
@@ -245,38 +267,33 @@ def _reporter(host: str, port: int, name: str) -> tuple[Listener, str]:
 
 def async_events(host: str, port: int, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     listener, path = _reporter(host, port, "bench-event")
-    event = EVENT
-
     accepted: dict[str, float] = {}
     errors: list[str] = []
     keys = iter([f"e{i}" for i in range(args.events)])
-    lock = threading.Lock()
-    barrier = threading.Barrier(args.clients + 1)
 
-    def client() -> None:
-        c = RawClient(host, port)
-        barrier.wait()
-        while True:
-            with lock:
-                key = next(keys, None)
-            if key is None:
-                break
-            status, _, data = c.request("POST", path, json.dumps({"id": key}).encode(), event)
-            if status == 202:
-                accepted[key] = time.time()
-            else:
-                errors.append(f"{status} {data[:200]!r}")
-        c.close()
+    async def burst() -> float:
+        """`--clients` connections, one thread (asyncio): each sends the next key until none
+        are left; the seconds it took."""
+        conns = [await AsyncRawClient.open(host, port) for _ in range(args.clients)]
 
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
-    for th in threads:
-        th.start()
-    barrier.wait()
+        async def client(c: AsyncRawClient) -> None:
+            for key in keys:  # one thread: the iterator is shared safely
+                status, data = await c.request(
+                    "POST", path, json.dumps({"id": key}).encode(), EVENT
+                )
+                if status == 202:
+                    accepted[key] = time.time()
+                else:
+                    errors.append(f"{status} {data[:200]!r}")
+            await c.close()
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client(c) for c in conns))
+        return time.perf_counter() - began
+
     cpu0 = (_cpu_s(server_pid), _tree_cpu_s(server_pid), time.process_time())
     t0 = time.perf_counter()
-    for th in threads:
-        th.join()
-    accept_s = time.perf_counter() - t0
+    accept_s = uvloop.run(burst())
     listener.wait(set(accepted), 120)
     ran_s = time.perf_counter() - t0
     cpu1 = (_cpu_s(server_pid), _tree_cpu_s(server_pid), time.process_time())
@@ -317,36 +334,36 @@ class _Paced:
 
     def run(self) -> float:
         """Send everything; the seconds it took."""
+        return uvloop.run(self._run())
+
+    async def _run(self) -> float:
+        conns = [await AsyncRawClient.open(self.host, self.port) for _ in range(self.clients)]
         self.t0 = time.perf_counter() + 0.2
-        threads = [threading.Thread(target=self._client, args=(k,)) for k in range(self.clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        await asyncio.gather(*(self._client(k, c) for k, c in enumerate(conns)))
         return time.perf_counter() - self.t0
 
-    def _client(self, k: int) -> None:
-        c = RawClient(self.host, self.port)
+    async def _client(self, k: int, c: AsyncRawClient) -> None:
         period = self.clients / self.rate
         for step, i in enumerate(range(k, self.n, self.clients)):
             wait = self.t0 + k / self.rate + step * period - time.perf_counter()
             if wait > 0:
-                time.sleep(wait)
+                await asyncio.sleep(wait)
             elif wait < -0.05:
                 self.late += 1
             key = f"r{self.rate}-{i}"
-            status, _, _ = c.request("POST", self.path, json.dumps({"id": key}).encode(), EVENT)
+            status, _ = await c.request("POST", self.path, json.dumps({"id": key}).encode(), EVENT)
             if status == 202:
                 self.accepted[key] = time.time()
-        c.close()
+        await c.close()
 
 
 def async_paced(
     host: str, port: int, args: argparse.Namespace, server_pid: int
 ) -> list[dict[str, Any]]:
     """Sustained load: for each rate in `--paced`, `Event` invokes sent on a fixed schedule
-    (open loop, `--clients` connections) for `--paced-seconds`; reported per rate: the rate
-    achieved, accepted -> started latency, and whether the handlers kept up."""
+    (open loop, `--clients` connections on one asyncio thread) for `--paced-seconds`;
+    reported per rate: the rate achieved, accepted -> started latency, and whether the
+    handlers kept up."""
     listener, path = _reporter(host, port, "bench-paced")
     out = []
     for rate in args.paced:

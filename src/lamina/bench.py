@@ -13,6 +13,7 @@ function:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -93,6 +94,53 @@ class Signer:
         }
 
 
+def encode(
+    signer: Signer,
+    host: str,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None,
+    service: str,
+) -> bytes:
+    """One signed HTTP/1.1 request, as bytes."""
+    extra = dict(headers or {})
+    auth = signer.headers(method, host, path, body, service, extra)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in {**extra, **auth}.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class AsyncRawClient:
+    """RawClient on asyncio streams: many connections from one thread (a cheaper load
+    generator, when the client shares the machine with the server)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str):
+        self.reader, self.writer, self.host = reader, writer, host
+        self.signer = Signer(BENCH_KEY_ID, BENCH_SECRET)
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> AsyncRawClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        self.writer.write(encode(self.signer, self.host, method, path, body, headers, "lambda"))
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
 class RawClient:
     """A minimal HTTP/1.1 client on one keep-alive connection; signs as the bench's root key."""
 
@@ -112,11 +160,7 @@ class RawClient:
         headers: dict[str, str] | None = None,
         service: str = "lambda",
     ) -> tuple[int, dict[str, str], bytes]:
-        extra = dict(headers or {})
-        auth = self.signer.headers(method, self.host, path, body, service, extra)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in {**extra, **auth}.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        self.sock.sendall(encode(self.signer, self.host, method, path, body, headers, service))
         status = int(self.file.readline().split()[1])
         hdrs: dict[str, str] = {}
         while True:
