@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from lamina.api.access import DispatchRoute, GuardedRoute, PublicRoute
 from lamina.api.app import route_table
-from tests.e2e.server import ROOT_KEY_ENV, Server, create, raw, signed
+from tests.e2e.server import ROLE, ROOT_KEY_ENV, Server, create, raw, signed
 
 ACCOUNT = "000000000000"
 ROOT = Credentials(ROOT_KEY_ENV["LAMINA_ACCESS_KEY_ID"], ROOT_KEY_ENV["LAMINA_SECRET_ACCESS_KEY"])
@@ -369,3 +369,33 @@ def test_no_auth_mode_says_so(tmp_path: Path) -> None:
         assert status == 200
     finally:
         server.stop()
+
+
+def test_create_function_needs_pass_role(server: Server, people: dict[str, Any]) -> None:
+    """Naming an execution role takes iam:PassRole on it, besides lambda:CreateFunction."""
+    iam = server.client("iam")
+    iam.create_user(UserName="auth-deployer")
+    key = iam.create_access_key(UserName="auth-deployer")["AccessKey"]
+    allow = {
+        "Effect": "Allow",
+        "Action": "lambda:CreateFunction",
+        "Resource": f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:auth-deployed-*",
+    }
+    document = {"Version": "2012-10-17", "Statement": [allow]}
+    iam.put_user_policy(
+        UserName="auth-deployer", PolicyName="create", PolicyDocument=json.dumps(document)
+    )
+    deployer = _as(server, key)
+    with pytest.raises(ClientError) as exc:
+        create(deployer, "auth-deployed-1", ECHO)
+    assert _code(exc) == ("AccessDeniedException", 403)
+    assert "iam:PassRole" in str(exc.value) and "role/lamina-test" in str(exc.value)
+    pass_role = {"Effect": "Allow", "Action": "iam:PassRole", "Resource": ROLE}
+    document["Statement"].append(pass_role)
+    iam.put_user_policy(
+        UserName="auth-deployer", PolicyName="create", PolicyDocument=json.dumps(document)
+    )
+    assert create(deployer, "auth-deployed-1", ECHO)["FunctionName"] == "auth-deployed-1"
+    with pytest.raises(ClientError) as exc:  # the name is outside what the policy allows
+        create(deployer, "elsewhere-1", ECHO)
+    assert _code(exc) == ("AccessDeniedException", 403)
