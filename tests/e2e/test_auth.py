@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -399,3 +400,28 @@ def test_create_function_needs_pass_role(server: Server, people: dict[str, Any])
     with pytest.raises(ClientError) as exc:  # the name is outside what the policy allows
         create(deployer, "elsewhere-1", ECHO)
     assert _code(exc) == ("AccessDeniedException", 403)
+
+
+def test_unknown_callers_are_refused_before_their_body_is_read(server: Server) -> None:
+    """A stranger cannot make lamina buffer a large body: the refusal comes from the headers
+    (the 50 MB announced here are never sent, and the answer still arrives)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    for auth in (
+        None,
+        "AWS4-HMAC-SHA256 Credential=AKIAUNKNOWNUNKNOWN00/20260101/us-east-1/lambda/aws4_request,"
+        " SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+    ):
+        lines = [
+            "POST /2015-03-31/functions HTTP/1.1",
+            f"Host: {host}:{port}",
+            "Content-Length: 50000000",
+            "X-Amz-Date: 20260101T000000Z",
+        ]
+        if auth:
+            lines.append(f"Authorization: {auth}")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            head = conn.recv(65536).decode("latin-1")
+        assert head.startswith("HTTP/1.1 403"), head[:200]
+        expected = "UnrecognizedClientException" if auth else "MissingAuthenticationToken"
+        assert expected in head

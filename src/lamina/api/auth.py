@@ -26,8 +26,13 @@ from lamina.api import iam, sts
 from lamina.api.query import xml_error
 from lamina.api.render import error_response, new_request_id
 from lamina.auth.identity import Principal, SigningKey
-from lamina.auth.sigv4 import SignedRequest, credential_scope, verify
-from lamina.errors import LambdaError, RequestTooLargeException
+from lamina.auth.sigv4 import INVALID_TOKEN, MISSING, SignedRequest, credential_scope, verify
+from lamina.errors import (
+    LambdaError,
+    MissingAuthenticationTokenException,
+    RequestTooLargeException,
+    UnrecognizedClientException,
+)
 from lamina.platform import Platform
 
 Scope = MutableMapping[str, Any]
@@ -55,6 +60,14 @@ class AuthMiddleware:
         ):
             await self.app(scope, receive, send)
             return
+        head = _signed_request(scope, b"")
+        token = head.headers.get("x-amz-security-token") or _query_token(head.query_string)
+        try:  # refused before a byte of the body is read: no one unknown makes lamina buffer
+            if scope["path"] != "/":  # (the query protocol's answer depends on its small form)
+                self._precheck(head, token)
+        except LambdaError as exc:
+            await _reject(scope, receive, send, head, exc)
+            return
         body, more = await _read_body(receive, MAX_SIGNED_BODY)
         req = _signed_request(scope, body)
         try:
@@ -62,7 +75,6 @@ class AuthMiddleware:
                 raise RequestTooLargeException(
                     f"Request must be smaller than {MAX_SIGNED_BODY} bytes for this operation"
                 )
-            token = req.headers.get("x-amz-security-token") or _query_token(req.query_string)
             verified = verify(req, lambda akid: self._lookup(akid, token), datetime.now(UTC))
         except LambdaError as exc:
             await _reject(scope, receive, send, req, exc)
@@ -70,6 +82,17 @@ class AuthMiddleware:
         scope.setdefault("state", {})["principal"] = verified.key.principal
         scope["state"]["signing_service"] = verified.service
         await self.app(scope, _replay(body, receive), send)
+
+    def _precheck(self, head: SignedRequest, token: str | None) -> None:
+        """What can be refused from the headers alone: no signature at all, or a key lamina
+        does not know (verify() checks everything, the same way, once the body is read)."""
+        found = credential_scope(head)
+        if found is None:
+            if "authorization" not in head.headers and "X-Amz-" not in head.query_string:
+                raise MissingAuthenticationTokenException(MISSING)
+            return  # malformed: verify() names what is wrong
+        if self._lookup(found.access_key_id, token) is None:
+            raise UnrecognizedClientException(INVALID_TOKEN)
 
     def _lookup(self, access_key_id: str, token: str | None) -> SigningKey | None:
         if token and access_key_id.startswith("ASIA"):

@@ -53,6 +53,7 @@ MISMATCH = ("The request signature we calculated does not match the signature yo
             "Check your AWS Secret Access Key and signing method. Consult the service "
             "documentation for details.")  # fmt: skip
 INVALID_TOKEN = "The security token included in the request is invalid."
+MISSING = "Missing Authentication Token"
 EXPIRED_TOKEN = "The security token included in the request is expired"
 # Services whose clients sign the path as sent (botocore's S3 signers skip normalization).
 SINGLE_ENCODED_SERVICES = frozenset({"s3", "s3express", "s3-object-lambda"})
@@ -232,7 +233,7 @@ def _parse(req: SignedRequest) -> _Auth:
         token = params.get("Security-Token", headers.get("x-amz-security-token"))
         query = [(k, v) for k, v in query if k != b"X-Amz-Signature"]
     else:
-        raise MissingAuthenticationTokenException("Missing Authentication Token")
+        raise MissingAuthenticationTokenException(MISSING)
     scope = _parse_scope(credential)
     if scope.date != amz_date[:8]:
         raise _bad(
