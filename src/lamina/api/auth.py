@@ -25,7 +25,7 @@ from typing import Any
 from lamina.api import iam, sts
 from lamina.api.query import xml_error
 from lamina.api.render import error_response, new_request_id
-from lamina.auth.identity import Principal, SigningKey
+from lamina.auth.identity import SigningKey
 from lamina.auth.sigv4 import INVALID_TOKEN, MISSING, SignedRequest, credential_scope, verify
 from lamina.errors import (
     LambdaError,
@@ -42,6 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_SIGNED_BODY = 80 * 1024 * 1024  # above every operation's own limit (CreateFunction's zip)
+PRECHECK_ABOVE = 64 * 1024  # bodies above this (or of unknown size) wait for a known signer
 EXEMPT_PREFIXES = ("/_lamina/health", "/_lamina/code/")
 
 log = logging.getLogger("lamina.auth")
@@ -62,8 +63,8 @@ class AuthMiddleware:
             return
         head = _signed_request(scope, b"")
         token = head.headers.get("x-amz-security-token") or _query_token(head.query_string)
-        try:  # refused before a byte of the body is read: no one unknown makes lamina buffer
-            if scope["path"] != "/":  # (the query protocol's answer depends on its small form)
+        try:  # refused before a large body is read: no one unknown makes lamina buffer it
+            if scope["path"] != "/" and _declared_size(head) > PRECHECK_ABOVE:
                 self._precheck(head, token)
         except LambdaError as exc:
             await _reject(scope, receive, send, head, exc)
@@ -103,9 +104,12 @@ class AuthMiddleware:
         return self.platform.iam.signing_key(access_key_id)
 
 
-def principal_of(scope_state: MutableMapping[str, Any]) -> Principal | None:
-    found = scope_state.get("principal")
-    return found if isinstance(found, Principal) else None
+def _declared_size(head: SignedRequest) -> int:
+    """Content-Length, or "large" when the body's size is not declared (chunked)."""
+    try:
+        return int(head.headers.get("content-length", ""))
+    except ValueError:
+        return 0 if head.method in ("GET", "HEAD", "DELETE") else MAX_SIGNED_BODY
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

@@ -67,21 +67,31 @@ class Concurrency:
 
     @contextlib.asynccontextmanager
     async def lease(self, name: str) -> AsyncIterator[None]:
+        pooled = self.acquire(name)
+        try:
+            yield
+        finally:
+            self.release(name, pooled)
+
+    def acquire(self, name: str) -> bool:
+        """Count one more running invocation of `name` (or raise Throttled); pass what it
+        returns to `release` when it ends. (`lease` wraps the pair; the invoke path calls
+        them directly: a generator-based context manager costs more than the counting.)"""
         self.check(name)
         pooled = name not in self._reserved  # counted against the unreserved pool
         self._running[name] = self._running.get(name, 0) + 1
         if pooled:
             self._unreserved_running += 1
-        try:
-            yield
-        finally:
-            left = self._running[name] - 1
-            if left:
-                self._running[name] = left
-            else:
-                del self._running[name]
-            if pooled:
-                self._unreserved_running -= 1
+        return pooled
+
+    def release(self, name: str, pooled: bool) -> None:
+        left = self._running[name] - 1
+        if left:
+            self._running[name] = left
+        else:
+            del self._running[name]
+        if pooled:
+            self._unreserved_running -= 1
 
     def cold_start(self, name: str) -> None:
         """Count a new instance of `name`; raise `Throttled` past `scale_up_rate` per 10 s."""

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,7 +84,12 @@ class QueuedEvent:
     next_attempt_at: float = 0.0
     enqueued_at: float = 0.0
 
+    def row(self) -> dict[str, Any]:
+        """As a row of `async_events` (dataclasses.asdict, without its deep copy: flat)."""
+        return {f: getattr(self, f) for f in _EVENT_FIELDS}
 
+
+_EVENT_FIELDS = tuple(f.name for f in fields(QueuedEvent))
 _Op = tuple[str, QueuedEvent, "asyncio.Future[None] | None"]
 
 
@@ -376,7 +381,7 @@ class EventQueue:
                 j += 1
             run = [ev for _k, ev, _d in ops[i:j]]
             if kind == "insert":
-                conn.execute(async_events.insert(), [asdict(ev) for ev in run])
+                conn.execute(async_events.insert(), [ev.row() for ev in run])
             elif kind == "delete":
                 conn.execute(_DELETE, [{"rid": ev.request_id} for ev in run])
             else:

@@ -219,10 +219,17 @@ class Invoker:
 
     async def run(self, bp: Blueprint, inv: Invocation) -> tuple[Outcome, str]:
         cold = functools.partial(self.concurrency.cold_start, bp.name)  # refuses past the rate
-        async with self.concurrency.lease(bp.name), self.pool.lease(bp, cold) as instance:
-            self.counters.invocations += 1
-            inv.deadline_ms = int(time.time() * 1000) + bp.timeout_s * 1000
-            outcome = await instance.invoke(inv, bp.timeout_s)
+        pooled = self.concurrency.acquire(bp.name)
+        try:
+            instance = await self.pool.acquire(bp, cold)
+            try:
+                self.counters.invocations += 1
+                inv.deadline_ms = int(time.time() * 1000) + bp.timeout_s * 1000
+                outcome = await instance.invoke(inv, bp.timeout_s)
+            finally:
+                self.pool.release(instance)
+        finally:
+            self.concurrency.release(bp.name, pooled)
         if outcome.function_error:
             self.counters.errors += 1
         status = {"Sandbox.Timedout": "timeout", "Runtime.ExitError": "error"}.get(
