@@ -104,6 +104,7 @@ def serve(settings: Settings) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # lamina is the endpoint, not behind a proxy it trusts
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
         timeout_keep_alive=75,
