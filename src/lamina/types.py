@@ -6,6 +6,7 @@ This module sits at the bottom of the import graph: it imports nothing of lamina
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 
@@ -51,8 +52,10 @@ class FunctionRef:
     region: str | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_function_name(raw: str) -> FunctionRef | None:
-    """Parse the three forms AWS accepts; None when `raw` matches none of them."""
+    """Parse the three forms AWS accepts; None when `raw` matches none of them. (Cached: an
+    invocation asks several times, and the same few names come again and again.)"""
     if FUNCTION_NAME_RE.match(raw):
         return FunctionRef(name=raw)
     m = _FULL_ARN_RE.match(raw)
