@@ -9,6 +9,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass
+from random import getrandbits
 
 LATEST = "$LATEST"
 
@@ -77,3 +78,13 @@ def valid_qualifier(q: str) -> bool:
 def function_arn(region: str, account: str, name: str, qualifier: str | None = None) -> str:
     arn = f"arn:aws:lambda:{region}:{account}:function:{name}"
     return f"{arn}:{qualifier}" if qualifier else arn
+
+
+def request_id() -> str:
+    """A fresh UUID (version 4 layout) for request ids and trace ids: unique, not secret, so
+    from the process's PRNG rather than os.urandom (every invocation takes several)."""
+    h = f"{getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = "89ab"

@@ -31,3 +31,15 @@ def test_function_arn() -> None:
         "arn:aws:lambda:us-east-1:000000000000:function:f"
     )
     assert function_arn("us-east-1", "000000000000", "f", "7").endswith(":function:f:7")
+
+
+def test_request_ids_are_version_4_uuids_and_do_not_repeat() -> None:
+    import uuid
+
+    from lamina.types import request_id
+
+    ids = [request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    for raw in ids[:200]:
+        parsed = uuid.UUID(raw)
+        assert str(parsed) == raw and parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from lamina.errors import LambdaError, ServiceException
+from lamina.types import request_id
 
 log = logging.getLogger("lamina.api")
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    return request_id()
 
 
 def json_response(

@@ -36,7 +36,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -48,7 +47,7 @@ from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.functions import Functions
 from lamina.errors import LambdaError
 from lamina.store.schema import async_events
-from lamina.types import LATEST
+from lamina.types import LATEST, request_id
 from lamina.worker.blueprint import Blueprint
 from lamina.worker.instance import Outcome
 from lamina.worker.runtime_api import Invocation
@@ -404,7 +403,7 @@ class EventQueue:
 
 
 def _new_id() -> str:
-    return str(uuid.uuid4())
+    return request_id()
 
 
 def _record(

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from random import getrandbits
 
 from lamina.control.event_invoke import EventInvokeConfigs
 from lamina.control.functions import Functions
@@ -33,7 +34,7 @@ from lamina.invoke.concurrency import Concurrency, Throttled
 from lamina.invoke.queue import EventQueue, QueuedEvent
 from lamina.observe.logs import InvocationLog, tail
 from lamina.store.metadata import FunctionRecord
-from lamina.types import InvocationType, LogType, parse_function_name
+from lamina.types import InvocationType, LogType, parse_function_name, request_id
 from lamina.worker.blueprint import Blueprint
 from lamina.worker.instance import Outcome
 from lamina.worker.pool import Pool
@@ -207,7 +208,7 @@ class Invoker:
         client_context: str | None,
     ) -> Invocation:
         return Invocation(
-            request_id=str(uuid.uuid4()),
+            request_id=request_id(),
             payload=payload,
             deadline_ms=0,  # set when the instance takes it
             invoked_arn=self.functions.arn(rec.name, qualifier),
@@ -304,5 +305,5 @@ def _client_context(raw: str | None) -> str | None:
 
 
 def _trace_id() -> str:
-    root = f"1-{int(time.time()):08x}-{uuid.uuid4().hex[:24]}"
-    return f"Root={root};Parent={uuid.uuid4().hex[:16]};Sampled=0"
+    bits = f"{getrandbits(160):040x}"
+    return f"Root=1-{int(time.time()):08x}-{bits[:24]};Parent={bits[24:]};Sampled=0"
