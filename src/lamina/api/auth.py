@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from lamina.api import iam, sts
 from lamina.api.query import xml_error
@@ -163,8 +164,6 @@ def _signed_request(scope: Scope, body: bytes) -> SignedRequest:
 def _query_token(query: str) -> str | None:
     if "X-Amz-Security-Token=" not in query:
         return None
-    from urllib.parse import parse_qs
-
     values = parse_qs(query, keep_blank_values=True).get("X-Amz-Security-Token")
     return values[0] if values else None
 
