@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import Any
 
 ZYGOTE_MAIN = Path(__file__).with_name("zygote_main.py")
+# The zygote's whole environment. Never lamina's own: every instance is forked from the zygote,
+# and a process can read the environment it was exec'd with (/proc/self/environ) and its heap,
+# so lamina's root key or master key there would be readable by every function. (Instances
+# get their own environment through a pipe, see zygote_main.py.) Small also means cheap: the
+# instance replaces it at start, touching every page that holds it.
+ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 START_TIMEOUT_S = 15.0
 _HEADER = struct.Struct(">I")
 
@@ -56,6 +62,7 @@ class Zygote:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=ZYGOTE_ENV,
             )
         finally:
             theirs.close()
