@@ -32,8 +32,10 @@ def _groups(server: Server) -> dict[str, int]:
         if "pids" not in run.parts and not cgroup_v2():
             continue
         for group in run.iterdir():
-            if group.is_dir():
+            try:
                 out[group.name] = len((group / "cgroup.procs").read_text().split())
+            except (FileNotFoundError, NotADirectoryError):  # a file, or a group just removed
+                continue
     return out
 
 
@@ -44,10 +46,10 @@ def _wait(predicate: Any, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _memory_limit_mb(group: str) -> int:
+def _memory_limit_mb(server: Server, group: str) -> int:
     base = CGROUP_FS if cgroup_v2() else CGROUP_FS / "memory"
     name = "memory.max" if cgroup_v2() else "memory.limit_in_bytes"
-    matches = list(base.glob(f"lamina/run-*/{group}/{name}"))
+    matches = list(base.glob(f"lamina/run-{server.pid}-*/{group}/{name}"))  # this server's
     assert len(matches) == 1, matches
     return int(matches[0].read_text()) >> 20
 
@@ -68,7 +70,8 @@ def test_cold_starts_take_blanks_that_become_confined_instances(fresh_server: Se
     assert group in blanks  # this instance was one of the blanks
     assert out["pid"] == 2 and out["ppid"] == 1  # the runtime under its own init
     assert 20000 <= out["uid"] < 30000
-    assert _memory_limit_mb(group) == 512  # the placeholder limit became the function's
+    # the placeholder limit became the function's
+    assert _memory_limit_mb(fresh_server, group) == 512
     assert _groups(fresh_server)[group] == 2  # init and runtime: an instance now
     _wait(lambda: _health(fresh_server)["ready"] == 4)  # and a new blank took its place
 
