@@ -210,13 +210,12 @@ def _identity_policies(platform: Platform, principal: Principal) -> Sequence[Pol
 
 def _resource_policy(platform: Platform, action: str, resource: str) -> Policy | None:
     """The function's own policy (AddPermission), for Lambda actions on a function."""
-    permissions = getattr(platform, "permissions", None)
-    if permissions is None or not action.startswith("lambda:"):
+    if not action.startswith("lambda:"):
         return None
     ref = parse_function_name(resource) if resource.startswith("arn:") else None
     if ref is None:
         return None
-    found: Policy | None = permissions.policy_for(ref.name, ref.qualifier)
+    found: Policy | None = platform.permissions.policy_for(ref.name, ref.qualifier)
     return found
 
 

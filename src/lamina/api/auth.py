@@ -82,7 +82,6 @@ class AuthMiddleware:
             await _reject(scope, receive, send, req, exc)
             return
         scope.setdefault("state", {})["principal"] = verified.key.principal
-        scope["state"]["signing_service"] = verified.service
         await self.app(scope, _replay(body, receive), send)
 
     def _precheck(self, head: SignedRequest, token: str | None) -> None:

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from lamina.api.access import DispatchRoute, check, iam_resource
+from lamina.api.access import DispatchRoute, authorize, iam_resource
 from lamina.api.render import error_response, new_request_id
 from lamina.api.requests import read_body
 from lamina.auth.identity import Principal
@@ -75,11 +75,8 @@ class Service:
 
 
 def caller(request: Request) -> Principal:
-    """Who is calling: what SigV4 verified (`request.state.principal`), else root.
-
-    The one place the SigV4 middleware plugs in; until it sets the principal, every request
-    counts as the account's root user.
-    """
+    """Who is calling: what SigV4 verified (`request.state.principal`, set by api/auth.py),
+    else — with `--no-auth`, where nobody is verified — the account's root user."""
     principal = getattr(request.state, "principal", None)
     if isinstance(principal, Principal):
         return principal
@@ -122,9 +119,9 @@ def routes(*services: Service) -> list[BaseRoute]:
                 _validate(operation.input_shape, params)
             platform: Platform = request.app.state.platform
             principal = caller(request)
-            if service.name == "iam" and getattr(request.state, "principal", None) is not None:
+            if service.name == "iam":
                 resource = iam_resource(platform.settings.account_id, principal, params)
-                check(platform, principal, f"iam:{action}", resource)
+                await authorize(request, f"iam:{action}", resource)
             # STS: GetCallerIdentity needs no permission; AssumeRole is decided by the role's
             # trust policy together with the caller's own policies (api/sts.py).
             call = Call(action, params, principal, platform, request_id)

@@ -85,6 +85,7 @@ class BlankPool:
         self._ready: dict[str, deque[Blank]] = {}
         self._refilling: dict[str, asyncio.Task[None]] = {}
         self._reapers: dict[str, asyncio.TimerHandle] = {}
+        self._discarding: set[asyncio.Task[None]] = set()
         self._closed = False
         self.taken = 0
         self.made = 0
@@ -196,7 +197,9 @@ class BlankPool:
         return Blank(name, pid, cg, ns, listener, ours, zygote.watch(pid))
 
     def _discard_later(self, blank: Blank) -> None:
-        asyncio.get_running_loop().create_task(self._discard(blank))
+        task = asyncio.get_running_loop().create_task(self._discard(blank))
+        self._discarding.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._discarding.discard)
 
     async def _discard(self, blank: Blank) -> None:
         blank.control.close()  # a live blank reads EOF and exits
@@ -218,6 +221,7 @@ class BlankPool:
         blanks = [b for q in self._ready.values() for b in q]
         self._ready.clear()
         await asyncio.gather(*(self._discard(b) for b in blanks), return_exceptions=True)
+        await asyncio.gather(*self._discarding, return_exceptions=True)
 
 
 def _remove(cg: cgroups.InstanceCgroup) -> None:
