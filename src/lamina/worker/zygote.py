@@ -61,6 +61,7 @@ class Zygote:
                 [self.interpreter, "-I", "-S", str(ZYGOTE_MAIN), str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,  # an instance's fds 1 and 2 are its log pipe
                 start_new_session=True,
                 env=ZYGOTE_ENV,
             )

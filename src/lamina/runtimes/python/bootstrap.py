@@ -30,6 +30,7 @@ Importing this module only defines things (a zygote may import it and fork); mai
 """
 
 import _socket  # `socket` itself costs ~4 ms to import (enum wrappers) and adds nothing needed here
+import io
 import json
 import os
 import sys
@@ -52,20 +53,28 @@ def setup_sys_path():
     front = [task_root] + [p for p in (layer, "/opt/python") if os.path.isdir(p)]
     front += [p for p in os.environ.pop("LAMINA_RUNTIME_PATH", "").split(os.pathsep) if p]
     path = []
+    ours = os.path.dirname(_THIS_FILE)  # sys.path[0] when run as a script: not for user code
     for entry in front + sys.path:
-        if entry not in path:
+        if entry not in path and entry != ours:
             path.append(entry)
     sys.path[:] = path
 
 
 def setup_stdio():
-    """Make output reach the pipe promptly, in UTF-8 whatever the locale."""
-    for stream, errors in ((sys.stdout, "strict"), (sys.stderr, "backslashreplace")):
+    """Unbuffered UTF-8 streams on fds 1 and 2, whatever the locale, as `python -u` makes them
+    (awslambdaric flushes after every write): a partial line written before a crash is kept.
+
+    New stream objects rather than reconfigure(): an interpreter forked from a zygote inherits
+    stream objects made for the zygote's fds, whose state (seekable, when that was a file) no
+    longer holds for the pipe now on fds 1 and 2, and reconfigure() then fails on tell()."""
+    for name, fd, errors in (("stdout", 1, "strict"), ("stderr", 2, "backslashreplace")):
         try:
-            stream.reconfigure(encoding="utf-8", errors=errors)
-            stream.reconfigure(line_buffering=True, write_through=True)
-        except (AttributeError, ValueError, OSError):
-            continue
+            raw = io.FileIO(fd, "w", closefd=False)
+        except (OSError, ValueError):
+            continue  # no such fd: keep what the interpreter made
+        stream = io.TextIOWrapper(raw, "utf-8", errors, line_buffering=True, write_through=True)
+        setattr(sys, name, stream)
+        setattr(sys, "__%s__" % name, stream)
 
 
 def _flush_stdio():
