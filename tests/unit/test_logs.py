@@ -42,6 +42,11 @@ def test_cold_log_puts_init_output_before_start() -> None:
     assert "\tInit Duration: 12.50 ms" in lines[-1]
 
 
+def test_cold_start_bills_init_too() -> None:
+    report = _log(duration_ms=1.234, init_duration_ms=12.5).render().splitlines()[-1]
+    assert "\tDuration: 1.23 ms\tBilled Duration: 14 ms\t" in report  # ceil(1.234 + 12.5)
+
+
 def test_tail_is_last_4kb() -> None:
     text = "x" * 10000 + "END"
     decoded = base64.b64decode(tail(text))

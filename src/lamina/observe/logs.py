@@ -46,6 +46,12 @@ class InvocationLog:
     init_output: bytes = b""  # what the runtime printed while initializing (cold starts)
     status: str | None = None  # "timeout", "error" … shown on REPORT when set
 
+    def billed_source_ms(self) -> float:
+        """What is billed: the invoke, and on a cold start its init too (AWS bills the init of
+        on-demand functions since 1 August 2025; a provisioned instance's init is not part of
+        any invocation, so it never shows here)."""
+        return self.duration_ms + (self.init_duration_ms or 0.0)
+
     def render(self) -> str:
         parts: list[str] = []
         if self.init_duration_ms is not None:
@@ -64,7 +70,7 @@ class InvocationLog:
         parts.append(f"END RequestId: {self.request_id}\n")
         report = (
             f"REPORT RequestId: {self.request_id}\tDuration: {self.duration_ms:.2f} ms"
-            f"\tBilled Duration: {billed_ms(self.duration_ms)} ms"
+            f"\tBilled Duration: {billed_ms(self.billed_source_ms())} ms"
             f"\tMemory Size: {self.memory_size} MB\tMax Memory Used: {self.max_memory_mb} MB"
         )
         if self.init_duration_ms is not None:
