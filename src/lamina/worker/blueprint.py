@@ -21,6 +21,9 @@ from lamina.worker.sandbox import SandboxSpec
 
 TASK_ROOT = "/var/task"
 RUNTIME_DIR = "/var/runtime"
+# Where Lambda's X-Ray daemon listens; nothing listens here, and the X-Ray SDK drops what it
+# sends (UDP) without complaint, as it does on Lambda when tracing is off.
+XRAY_DAEMON = "169.254.79.129:2000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +80,15 @@ class Blueprint:
         stream = f"{day}/[{self.version}]{secrets.token_hex(16)}"
         root = TASK_ROOT if confined else str(self.task_root)
         sdk = self.runtime.sdk_path
+        # The SDK is mounted at /var/runtime in a sandbox, as Lambda's own runtime files are.
+        runtime_dir = RUNTIME_DIR if confined or sdk is None else str(sdk)
         env = dict(self.environment)
         env.update(
             {
                 "AWS_LAMBDA_RUNTIME_API": runtime_api,
                 "_HANDLER": self.handler,
                 "LAMBDA_TASK_ROOT": root,
-                "LAMBDA_RUNTIME_DIR": str(sdk) if sdk else RUNTIME_DIR,
+                "LAMBDA_RUNTIME_DIR": runtime_dir,
                 "AWS_REGION": self.region,
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_LAMBDA_FUNCTION_NAME": self.name,
@@ -96,7 +101,10 @@ class Blueprint:
                 "TZ": ":UTC",
                 "LANG": "en_US.UTF-8",
                 "PATH": "/usr/local/bin:/usr/bin/:/bin:/opt/bin",
-                "LD_LIBRARY_PATH": f"/lib64:/usr/lib64:{root}:{root}/lib:/opt/lib",
+                "LD_LIBRARY_PATH": (
+                    f"/lib64:/usr/lib64:{runtime_dir}:{runtime_dir}/lib:{root}:{root}/lib:/opt/lib"
+                ),
+                "AWS_XRAY_DAEMON_ADDRESS": XRAY_DAEMON,
                 "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
                 "HOME": "/tmp" if confined else os.environ.get("HOME", "/tmp"),
             }
@@ -106,7 +114,7 @@ class Blueprint:
         if self.runtime.kind == "python":
             env["AWS_EXECUTION_ENV"] = f"AWS_Lambda_{self.runtime.name}"
             if sdk is not None:
-                env["LAMINA_RUNTIME_PATH"] = str(sdk)
+                env["LAMINA_RUNTIME_PATH"] = runtime_dir
         if self.endpoint_url:
             env["AWS_ENDPOINT_URL"] = self.endpoint_url
         # The execution role's temporary credentials, as Lambda gives them (the SDK inside the
@@ -127,6 +135,7 @@ class Blueprint:
             interpreter=self.interpreter,
             exec_argv=[f"{TASK_ROOT}/bootstrap"] if custom else None,
             task_root=str(self.task_root),
-            ro_binds=self.runtime.ro_binds,
+            ro_binds=tuple(p for p in self.runtime.ro_binds if sdk is None or p != str(sdk)),
+            runtime_dir=str(sdk) if sdk is not None else "",
             network=self.network,
         )

@@ -72,6 +72,7 @@ class _SpecRequired(TypedDict):
 
 class ConfineSpec(_SpecRequired, total=False):
     opt: str | None  # bound read-only at /opt (layers); else /opt is an empty read-only dir
+    runtime_dir: str | None  # bound read-only at /var/runtime (the runtime's packages)
     user: str  # the name of `uid` in /etc/passwd (default sbx_user1051)
     resolv_conf: str  # contents of /etc/resolv.conf (default: the host's, bound read-only)
 
@@ -310,7 +311,7 @@ def _static_plans() -> tuple[list[_Step], list[_Step], frozenset[str], tuple[str
 
 
 _EARLY, _LATE, _MADE, _VISIBLE = _static_plans()
-_UNDER_LATER_MOUNTS = ("/proc/", "/dev/", "/var/task/", "/opt/")
+_UNDER_LATER_MOUNTS = ("/proc/", "/dev/", "/var/task/", "/var/runtime/", "/opt/")
 _PRIVATE = [_mount_step("make / private", b"/", None, None, MS_REC | MS_PRIVATE)]
 _ROOT_TMPFS = [_mount_step(f"mount {ROOT_MOUNT_POINT} tmpfs", _ROOT, b"lamina-root", b"tmpfs",
                            _NOSUID_NODEV, b"size=1m,nr_inodes=4096,mode=755")]  # fmt: skip
@@ -349,6 +350,10 @@ def _instance_plan(spec: ConfineSpec) -> list[_Step]:
             raise ConfineError(e.errno or errno.ENOENT, "ro_bind " + path) from e
         plan += _bind_same(path, is_dir)
     plan += _bind_ro(spec["task_root"].encode(), _ROOT + b"/var/task", "/var/task")
+    runtime_dir = spec.get("runtime_dir")
+    if runtime_dir:
+        plan.append(_mkdir("/var/runtime"))
+        plan += _bind_ro(runtime_dir.encode(), _ROOT + b"/var/runtime", "/var/runtime")
     opt = spec.get("opt")
     if opt:
         plan += _bind_ro(opt.encode(), _ROOT + b"/opt", "/opt")

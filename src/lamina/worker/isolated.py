@@ -193,6 +193,7 @@ class IsolatedSandbox:
                 "gid": self._uid,
                 "hostname": f"sandbox-{self.name}",
                 "ro_binds": list(spec.ro_binds),
+                "runtime_dir": spec.runtime_dir or None,
                 "opt": None,
             },
             "procs": self._cgroup.procs_paths(),

@@ -49,6 +49,7 @@ class SandboxSpec:
     exec_argv: list[str] | None = None
     task_root: str = ""  # the code on the host, mounted read-only at /var/task when confined
     ro_binds: tuple[str, ...] = ()  # host paths the runtime needs, visible at the same path
+    runtime_dir: str = ""  # the runtime's own packages on the host, at /var/runtime when confined
     network: str = "egress"  # or "none"
 
 

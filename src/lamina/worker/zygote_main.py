@@ -41,11 +41,18 @@ import struct
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [_HERE, os.path.join(os.path.dirname(_HERE), "runtimes", "python")]
+_OURS = [_HERE, os.path.join(os.path.dirname(_HERE), "runtimes", "python")]
+sys.path[:0] = _OURS
 
 
 import bootstrap  # noqa: E402
 import confine  # noqa: E402
+
+# A function's own `bootstrap.py` or `confine.py` must import as itself: lamina's modules stay
+# loaded under private names, and their directories leave the import path.
+sys.path[:] = [p for p in sys.path if p not in _OURS]
+for _name in ("bootstrap", "confine"):
+    sys.modules["_lamina_" + _name] = sys.modules.pop(_name)
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWPID = 0x20000000
