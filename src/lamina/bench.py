@@ -214,11 +214,17 @@ def zip_source(source: str) -> str:
 
 
 def create(
-    client: RawClient, name: str, code_b64: str, memory: int, runtime: str | None = None
+    client: RawClient,
+    name: str,
+    code_b64: str,
+    memory: int,
+    runtime: str | None = None,
+    timeout: int = 3,
 ) -> None:
     body = json.dumps(
         {
             "MemorySize": memory,
+            "Timeout": timeout,
             "FunctionName": name,
             "Runtime": runtime or f"python{sys.version_info.major}.{sys.version_info.minor}",
             "Handler": "app.handler",

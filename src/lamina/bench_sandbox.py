@@ -70,7 +70,8 @@ def measure(client: Any, server_pid: int, args: argparse.Namespace, helpers: Any
     cold = []
     for i in range(max(10, args.cold // 2)):
         name = f"bench-exec-{i}"
-        helpers.create(client, name, code, args.memory, runtime="provided.al2023")
+        # a fresh interpreter at a small MemorySize gets a small CPU share: give it time
+        helpers.create(client, name, code, args.memory, runtime="provided.al2023", timeout=60)
         t = time.perf_counter()
         status, hdrs, body = client.request("POST", helpers.invoke_path(name), b"{}")
         cold.append((time.perf_counter() - t) * 1000)

@@ -52,10 +52,10 @@ def setup_sys_path():
     layer = "/opt/python/lib/python%d.%d/site-packages" % sys.version_info[:2]
     front = [task_root] + [p for p in (layer, "/opt/python") if os.path.isdir(p)]
     front += [p for p in os.environ.pop("LAMINA_RUNTIME_PATH", "").split(os.pathsep) if p]
-    path = []
     ours = os.path.dirname(_THIS_FILE)  # sys.path[0] when run as a script: not for user code
-    for entry in front + sys.path:
-        if entry not in path and entry != ours:
+    path = []
+    for entry in front + [p for p in sys.path if p != ours]:
+        if entry not in path:
             path.append(entry)
     sys.path[:] = path
 
