@@ -3,7 +3,18 @@
 Each class carries what the wire needs: the error code botocore maps to its modeled exception
 class, the HTTP status, whether the caller (`User`) or lamina (`Service`) is at fault, and the
 member name the service model gives the message (`message` or `Message`). `api/render.py`
-turns an instance into a response; nothing else formats errors.
+turns an instance into a rest-json response (Lambda), `api/query.py` into the query protocol's
+XML (IAM, STS, which use `query_code` when it is set); nothing else formats errors.
+
+`ALL_ERRORS` and `IAM_ERRORS` list every class; tests/unit/test_error_shape.py checks that
+botocore parses each into its modeled exception class, and tests/e2e/test_errors.py triggers
+each Lambda one over the wire. Lambda's model has two more that lamina never answers:
+ResourceNotReadyException (502: an Inactive function whose VPC connection is being restored;
+lamina's functions are Active from the moment they are created, and have no VPC), and
+UnsupportedMediaTypeException (415, "the content type of the Invoke request body is not
+JSON": the SDKs send no content type (botocore, the CLI), an empty one (Java v1) or
+`binary/octet-stream` (JavaScript v2), and AWS runs them all; what it checks is the body,
+InvalidRequestContentException, and so does lamina).
 """
 
 from __future__ import annotations
@@ -29,7 +40,10 @@ class LambdaError(Exception):
 
 
 class ServiceException(LambdaError):
-    pass
+    """A fault in lamina (500). The query protocol (IAM, STS) spells it `ServiceFailure`, as
+    IAM's model does; STS models no fault of its own, so boto3 raises a ClientError there."""
+
+    query_code = "ServiceFailure"
 
 
 class ResourceNotFoundException(LambdaError):
@@ -66,13 +80,6 @@ class RequestTooLargeException(LambdaError):
     message_key = "message"
 
 
-class UnsupportedMediaTypeException(LambdaError):
-    code = "UnsupportedMediaTypeException"
-    status = 415
-    fault = "User"
-    message_key = "message"
-
-
 class TooManyRequestsException(LambdaError):
     code = "TooManyRequestsException"
     status = 429
@@ -91,17 +98,20 @@ class PreconditionFailedException(LambdaError):
     message_key = "message"
 
 
-class ResourceNotReadyException(LambdaError):
-    code = "ResourceNotReadyException"
-    status = 502
-    fault = "Service"
+class ValidationException(LambdaError):
+    """Request shape errors that botocore's model has no member for (e.g. a method the path
+    does not take)."""
+
+    code = "ValidationException"
+    status = 400
+    fault = "User"
     message_key = "message"
 
 
-class ValidationException(LambdaError):
-    """Request shape errors that botocore's model has no member for (e.g. a bad path)."""
+class PolicyLengthExceededException(LambdaError):
+    """A function's resource-based policy would be larger than AWS's 20 KB limit."""
 
-    code = "ValidationException"
+    code = "PolicyLengthExceededException"
     status = 400
     fault = "User"
     message_key = "message"
@@ -182,11 +192,10 @@ ALL_ERRORS: tuple[type[LambdaError], ...] = (
     InvalidParameterValueException,
     InvalidRequestContentException,
     RequestTooLargeException,
-    UnsupportedMediaTypeException,
     TooManyRequestsException,
     PreconditionFailedException,
-    ResourceNotReadyException,
     ValidationException,
+    PolicyLengthExceededException,
     ProvisionedConcurrencyConfigNotFoundException,
     UnknownOperationException,
     MissingAuthenticationTokenException,

@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from lamina.api.access import GuardedRoute
 from lamina.errors import (
     InvalidParameterValueException,
     InvalidRequestContentException,
@@ -17,20 +18,34 @@ from lamina.errors import (
 MAX_CONTROL_BODY = 70 * 1024 * 1024
 
 
+def operation(request: Request) -> str | None:
+    """The operation a request performs, as AWS names it in its messages: the IAM action its
+    route is guarded by (`lambda:InvokeFunction` → `InvokeFunction`), when it has one."""
+    route = request.scope.get("route")
+    if not isinstance(route, GuardedRoute):
+        return None
+    action = route.guard.action
+    name = action if isinstance(action, str) else action(request)
+    return name.partition(":")[2] or None
+
+
+def too_large(limit: int, op: str | None) -> RequestTooLargeException:
+    """AWS's refusal of a request body over `limit` bytes, naming the operation (e.g. "Request
+    must be smaller than 6291456 bytes for the InvokeFunction operation")."""
+    target = f"the {op} operation" if op else "this operation"
+    return RequestTooLargeException(f"Request must be smaller than {limit} bytes for {target}")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeException(
-            f"Request must be smaller than {limit} bytes for this operation"
-        )
+        raise too_large(limit, operation(request))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestTooLargeException(
-                f"Request must be smaller than {limit} bytes for this operation"
-            )
+            raise too_large(limit, operation(request))
         chunks.append(chunk)
     return b"".join(chunks)
 

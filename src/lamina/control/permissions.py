@@ -19,14 +19,14 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from lamina.auth.policy import MalformedPolicy, Policy, parse_policy
 from lamina.control.functions import Functions
 from lamina.control.versions import VERSION_RE
 from lamina.errors import (
     InvalidParameterValueException,
-    LambdaError,
+    PolicyLengthExceededException,
     PreconditionFailedException,
     ResourceConflictException,
     ResourceNotFoundException,
@@ -53,15 +53,6 @@ _IAM_PRINCIPAL = re.compile(
 )
 _SERVICE_PRINCIPAL = re.compile(r"[a-z0-9][a-z0-9-]*(\.[a-z0-9-]+)*\.amazon(aws)?\.com(\.cn)?")
 _URL_AUTH_TYPES = ("NONE", "AWS_IAM")
-
-
-class PolicyLengthExceededException(LambdaError):
-    """The policy would be larger than AWS's 20 KB limit."""
-
-    code: ClassVar[str] = "PolicyLengthExceededException"
-    status: ClassVar[int] = 400
-    fault: ClassVar[str] = "User"
-    message_key: ClassVar[str] = "message"
 
 
 @dataclass(slots=True)
