@@ -44,6 +44,7 @@ _request_id = ""  # the current invocation's, for log records
 _tenant_id = None
 _log_json = False
 _logging_ready = False
+_stdio_ready = False
 _encode = json.JSONEncoder().encode  # replaced by configure_runtime()
 
 
@@ -75,6 +76,8 @@ def setup_stdio():
         stream = io.TextIOWrapper(raw, "utf-8", errors, line_buffering=True, write_through=True)
         setattr(sys, name, stream)
         setattr(sys, "__%s__" % name, stream)
+    global _stdio_ready
+    _stdio_ready = True  # a zygote does this once, for every instance it forks
 
 
 def _flush_stdio():
@@ -571,7 +574,8 @@ def run_loop(handler, client):
 
 
 def main():
-    setup_stdio()
+    if not _stdio_ready:
+        setup_stdio()
     setup_sys_path()
     configure_runtime()
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
