@@ -255,7 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         from lamina.server import serve
 
         flags = {s.name: getattr(args, s.name) for s in config_mod.SETTINGS}
-        return serve(config_mod.load(flags, args.config))
+        try:
+            settings = config_mod.load(flags, args.config)
+        except config_mod.ConfigError as exc:  # before anything is started or written
+            print(f"lamina: {exc}", file=sys.stderr)
+            return 2
+        return serve(settings)
     if args.command == "bench":
         from lamina.bench import run
 

@@ -4,8 +4,9 @@ awslambdaric speak the Runtime API to a real lamina."""
 from __future__ import annotations
 
 import base64
-import importlib.util
+import importlib.metadata
 import json
+import os
 import re
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def test_non_executable_bootstrap_is_a_function_error(lam: Any) -> None:
 # -- the unmodified awslambdaric -----------------------------------------------------------------
 
 RIC_APP = """
-import os
+import os, sys
 import awslambdaric
 import simplejson
 
@@ -165,6 +166,8 @@ def handler(event, context):
     return {
         "ric": awslambdaric.__file__,
         "simplejson": simplejson.__file__,
+        "python": "%d.%d" % sys.version_info[:2],
+        "executable": sys.executable,
         "task_root": os.environ["LAMBDA_TASK_ROOT"],
         "request_id": context.aws_request_id,
         "function_name": context.function_name,
@@ -174,67 +177,94 @@ def handler(event, context):
     }
 """
 
-
-def _package_files(module: str) -> dict[str, str | bytes]:
-    """The files of an importable top-level module or package, keyed by zip path."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        pytest.skip(f"{module} is not installed in this environment")
-    origin = Path(spec.origin)
-    if origin.name != "__init__.py":
-        return {origin.name: origin.read_bytes()}
-    files: dict[str, str | bytes] = {}
-    root = origin.parent
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root.parent)
-        if path.is_file() and "__pycache__" not in rel.parts and "tests" not in rel.parts:
-            files[rel.as_posix()] = path.read_bytes()
-    return files
+# A custom runtime's sandbox sees the host's /usr read-only, not the test's virtualenv or pyenv:
+# the bootstrap runs a Python from /usr, and awslambdaric (whose HTTP client is a native
+# extension) is pip-installed into the package for exactly that interpreter's version, as a
+# user builds a package for the Python their bootstrap runs.
+SANDBOX_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
 
 
-# The sandbox sees the host's /usr read-only (not the test's virtualenv): the bootstrap runs the
-# system Python, which must be the version the packaged native extensions were built for.
-SYSTEM_PYTHON = "/usr/bin/python3"
+def sandbox_python() -> tuple[str, str]:
+    """The interpreter the bootstrap runs (the first of SANDBOX_PYTHONS there is) and its X.Y."""
+    for path in SANDBOX_PYTHONS:
+        if os.access(path, os.X_OK):
+            out = subprocess.run(
+                [path, "-I", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            return path, out.stdout.strip()
+    raise AssertionError(
+        f"no Python 3 at {' or '.join(SANDBOX_PYTHONS)} for the awslambdaric bootstrap "
+        "(scripts/test.sh installs Debian's python3)"
+    )
 
 
-def system_python_matches() -> bool:
-    try:
-        out = subprocess.run(
-            [SYSTEM_PYTHON, "-I", "-c", "import sys; print(*sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except OSError:
-        return False
-    return out.stdout.split() == [str(v) for v in sys.version_info[:2]]
+@pytest.fixture(scope="module")
+def ric_package(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, dict[str, bytes]]:
+    """(interpreter, its X.Y, the files of awslambdaric and its dependencies pip-installed for
+    that version). The awslambdaric release is the one installed in the test environment."""
+    python, version = sandbox_python()
+    target = tmp_path_factory.mktemp("awslambdaric")
+    requirement = f"awslambdaric=={importlib.metadata.version('awslambdaric')}"
+    pip = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--target",
+            str(target),
+            "--only-binary=:all:",  # the wheel built for `version` (pip needs this for --target)
+            "--implementation",
+            "cp",
+            "--python-version",
+            version,
+            requirement,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode == 0, f"pip could not install {requirement} for {version}:\n{pip.stderr}"
+    files = {
+        path.relative_to(target).as_posix(): path.read_bytes()
+        for path in sorted(target.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    tag = f"cpython-{version.replace('.', '')}-"
+    assert any(name.startswith("runtime_client.") and tag in name for name in files), sorted(files)
+    return python, version, files
 
 
-def ric_zip_files() -> dict[str, str | bytes]:
-    if not system_python_matches():
-        pytest.skip(f"{SYSTEM_PYTHON} is not Python {sys.version_info[0]}.{sys.version_info[1]}")
-    files: dict[str, str | bytes] = {}
-    # awslambdaric, what it imports at runtime (simplejson, snapshot_restore_py) and its native
-    # HTTP client (the top-level `runtime_client` extension module)
-    for module in ("awslambdaric", "simplejson", "snapshot_restore_py", "runtime_client"):
-        files.update(_package_files(module))
+def ric_zip_files(package: tuple[str, str, dict[str, bytes]]) -> dict[str, str | bytes]:
+    python, _version, installed = package
+    files: dict[str, str | bytes] = dict(installed)
     # -S: no site-packages at all, so the copies in the package are what runs
     files["bootstrap"] = (
         "#!/bin/sh\n"
         'export PYTHONPATH="$LAMBDA_TASK_ROOT"\n'
-        f'exec {SYSTEM_PYTHON} -S -m awslambdaric "$_HANDLER"\n'
+        f'exec {python} -S -m awslambdaric "$_HANDLER"\n'
     )
     files["app.py"] = RIC_APP
     return files
 
 
 @pytest.fixture(scope="module")
-def ric_function(lam: Any) -> str:
-    create(lam, "cr-ric", ric_zip_files(), Runtime=RUNTIME, Handler="app.handler", modes=EXEC)
+def ric_function(lam: Any, ric_package: tuple[str, str, dict[str, bytes]]) -> str:
+    files = ric_zip_files(ric_package)
+    create(lam, "cr-ric", files, Runtime=RUNTIME, Handler="app.handler", modes=EXEC)
     return "cr-ric"
 
 
-def test_awslambdaric_serves_the_handler(lam: Any, ric_function: str) -> None:
+def test_awslambdaric_serves_the_handler(
+    lam: Any, ric_function: str, ric_package: tuple[str, str, dict[str, bytes]]
+) -> None:
     out = invoke(lam, ric_function, {"from": "ric", "ü": 1})
     assert out["StatusCode"] == 200
     assert "FunctionError" not in out, out["body"]
@@ -243,6 +273,8 @@ def test_awslambdaric_serves_the_handler(lam: Any, ric_function: str) -> None:
     task_root = Path(got["task_root"])  # a path inside the sandbox: compared, not looked up
     assert Path(got["ric"]).is_relative_to(task_root), got["ric"]
     assert Path(got["simplejson"]).is_relative_to(task_root), got["simplejson"]
+    python, version, _files = ric_package
+    assert (got["executable"], got["python"]) == (python, version)  # the wheel's interpreter
     assert got["request_id"] == out["request_id"]
     assert got["function_name"] == ric_function
     assert got["memory"] == "128"
@@ -268,8 +300,8 @@ def test_awslambdaric_reports_a_handler_exception(lam: Any, ric_function: str) -
     assert "FunctionError" not in ok and ok["json"]["event"] == {"after": "error"}
 
 
-def test_awslambdaric_init_error(lam: Any) -> None:
-    files = ric_zip_files()
+def test_awslambdaric_init_error(lam: Any, ric_package: tuple[str, str, dict[str, bytes]]) -> None:
+    files = ric_zip_files(ric_package)
     files["app.py"] = "import not_installed_anywhere\n"
     create(lam, "cr-ric-init", files, Runtime=RUNTIME, modes=EXEC)
     out = invoke(lam, "cr-ric-init")

@@ -281,6 +281,36 @@ def test_exception_at_import_is_reported(lam: Any) -> None:
     assert body["errorMessage"] == "boom at init"
 
 
+def test_builtin_module_as_handler_is_a_conflict(lam: Any) -> None:
+    # even with a sys.py in the package: a built-in module's name is refused before any import
+    code = {"sys.py": "def handler(e, c):\n    return 1\n", "app.py": "x = 1\n"}
+    create(lam, "ins-builtin", code, Handler="sys.handler")
+    body = init_error(lam, "ins-builtin")
+    assert body["errorType"] == "Runtime.BuiltInModuleConflict"
+    assert body["errorMessage"] == "Cannot use built-in module sys as a handler module"
+    assert body["stackTrace"] == []
+
+
+def test_unserializable_result_is_a_marshal_error(lam: Any) -> None:
+    code = "def handler(event, context):\n    return {'ok': event.get('ok') or {1, 2}}\n"
+    create(lam, "ins-marshal", code)
+    out = invoke(lam, "ins-marshal", LogType="Tail")
+    assert out["StatusCode"] == 200
+    assert out["FunctionError"] == "Unhandled"
+    assert out["json"] == {
+        "errorMessage": "Unable to marshal response: Object of type set is not JSON serializable",
+        "errorType": "Runtime.MarshalError",
+        "requestId": out["request_id"],
+        "stackTrace": [],
+    }
+    assert (
+        "[ERROR] Runtime.MarshalError: Unable to marshal response: Object of type set is not "
+        "JSON serializable\rTraceback (most recent call last):"
+    ) in tail_text(out)
+    # an invoke-time error: the function keeps serving
+    assert ok(invoke(lam, "ins-marshal", {"ok": 1})) == {"ok": 1}
+
+
 # -- retirement ----------------------------------------------------------------------------------
 
 

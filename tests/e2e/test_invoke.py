@@ -320,6 +320,23 @@ def test_context_object(lam: Any) -> None:
     assert plain["json"]["log_stream_name"] == ctx["log_stream_name"]  # same instance
 
 
+TENANT_CODE = """
+def handler(event, context):
+    return {"has": hasattr(context, "tenant_id"), "tenant_id": context.tenant_id,
+            "repr": "tenant_id=None" in repr(context)}
+"""
+
+
+def test_context_tenant_id_is_none_without_tenant_isolation(lam: Any) -> None:
+    """lamina has no tenant isolation mode (no TenancyConfig), so the runtime is never given
+    Lambda-Runtime-Aws-Tenant-Id and `context.tenant_id` is None, as on AWS for such a
+    function."""
+    create(lam, "inv-tenant", TENANT_CODE)
+    got = invoke(lam, "inv-tenant", {})
+    assert got["json"] == {"has": True, "tenant_id": None, "repr": True}
+    assert "TenancyConfig" not in lam.get_function_configuration(FunctionName="inv-tenant")
+
+
 def test_invalid_client_context_is_rejected(lam: Any) -> None:
     create(lam, "inv-bad-cc", "def handler(event, context):\n    return 1\n")
     with pytest.raises(lam.exceptions.InvalidRequestContentException):

@@ -1,5 +1,7 @@
-"""Python runtimes end to end: every installed python3.X runs its own interpreter; a runtime that
-is not installed is refused; an operator mapping makes one available explicitly."""
+"""Python runtimes end to end: every installed python3.X runs its own interpreter and imports
+boto3 without packaging it (from lamina's SDK minimum on); a runtime that is not installed is
+refused; an operator mapping (flag, LAMINA_RUNTIMES or lamina.toml) makes one available
+explicitly, and a mapping lamina cannot honour keeps `lamina serve` from starting."""
 
 from __future__ import annotations
 
@@ -13,9 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore
 import pytest
 
-from tests.e2e.server import Server, create
+from lamina.runtimes.registry import sdk_min_minor
+from tests.e2e.server import ROLE, Server, create, invoke
 
 PYTHON_RUNTIMES = [f"python3.{minor}" for minor in range(9, 15)]
 
@@ -27,6 +32,7 @@ def handler(event, context):
         raise KeyError(event["fail"])
     return {
         "version": list(sys.version_info[:2]),
+        "full_version": sys.version,
         "executable": sys.executable,
         "execution_env": os.environ.get("AWS_EXECUTION_ENV"),
         "event": event,
@@ -156,3 +162,222 @@ def test_operator_mapping_makes_a_runtime_available(server: Server, fresh_server
     # the mapping is explicit: the shared server, without it, still refuses that runtime
     if missing:
         assert runtime not in health(server)["runtimes"]
+
+
+# -- mappings from lamina.toml and LAMINA_RUNTIMES ------------------------------------------------
+
+
+def _interpreters() -> list[str]:
+    """Installed interpreters (3.9+) other than lamina's own, then lamina's own."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found: list[str] = []
+    for candidate in [
+        *sorted(pyenv.glob("3.*/bin/python3.*")),
+        *Path("/usr/bin").glob("python3.*"),
+    ]:
+        minor = candidate.name.removeprefix("python3.")
+        usable = minor.isdigit() and int(minor) >= 9 and int(minor) != sys.version_info.minor
+        if usable and os.access(candidate, os.X_OK) and str(candidate) not in found:
+            found.append(str(candidate))
+    return [*found, sys.executable]
+
+
+def _full_version(path: str) -> str:
+    out = subprocess.run(
+        [path, "-I", "-c", "import sys; print(sys.version)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.rstrip("\n")
+
+
+def _runtime_not(version: tuple[int, int], taken: tuple[str, ...] = ()) -> str:
+    """A python3.X runtime named for another version than `version` (so what runs proves the
+    mapping took effect)."""
+    return next(
+        r
+        for r in reversed(PYTHON_RUNTIMES)
+        if r != f"python{version[0]}.{version[1]}" and r not in taken
+    )
+
+
+@pytest.mark.parametrize("form", ["toml-table", "toml-string", "env"])
+def test_mapping_from_lamina_toml_and_lamina_runtimes(
+    form: str, fresh_server: Server, tmp_path: Path
+) -> None:
+    first, second = (_interpreters() * 2)[:2]  # two interpreters when there are two
+    rt1 = _runtime_not(_interpreter_version(first))
+    rt2 = _runtime_not(_interpreter_version(second), (rt1,))
+    if form == "env":
+        fresh_server.env["LAMINA_RUNTIMES"] = f"{rt1}={first}, {rt2}={second}"
+    else:
+        toml = tmp_path / "lamina.toml"
+        if form == "toml-table":  # a bare dotted key (TOML nests it) and a quoted one
+            toml.write_text(f'[runtimes]\n{rt1} = "{first}"\n"{rt2}" = "{second}"\n')
+        else:
+            toml.write_text(f'runtimes = "{rt1}={first},{rt2}={second}"\n')
+        fresh_server.extra += ["--config", str(toml)]
+    fresh_server.start()
+    assert {rt1, rt2} <= set(installed_pythons(fresh_server))
+    lam = fresh_server.client()
+    for runtime, interpreter in ((rt1, first), (rt2, second)):
+        name = "map-" + runtime.replace(".", "-")
+        create(lam, name, VERSION_CODE, Runtime=runtime)
+        got = invoke_json(lam, name, {})
+        assert got["full_version"] == _full_version(interpreter), (runtime, interpreter)
+        assert f"python{got['version'][0]}.{got['version'][1]}" != runtime
+        assert got["executable"] == interpreter
+        assert got["execution_env"] == f"AWS_Lambda_{runtime}"
+
+
+def _serve_refused(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `lamina serve` expecting it to refuse to start: exit status 2, nothing written to its
+    data dir, no `ready` line; its stderr is returned."""
+    data = tmp_path / "data"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LAMINA_", "AWS_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lamina", "serve", "--port", "0", "--data-dir", str(data), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "lamina ready" not in proc.stdout + proc.stderr
+    assert not data.exists(), "lamina wrote to its data dir before refusing to start"
+    assert proc.stderr.startswith("lamina: "), proc.stderr
+    return proc.stderr
+
+
+def test_an_invalid_mapping_refuses_to_start(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no" / "python3.12")
+    err = _serve_refused(tmp_path, "--runtimes", f"python3.12={missing}")
+    assert err == (
+        f"lamina: runtimes (from --runtimes): python3.12={missing}: {missing} does not exist\n"
+    )
+
+    true = str(Path("/bin/true").resolve())
+    err = _serve_refused(tmp_path, env={"LAMINA_RUNTIMES": f"python3.13={true}"})
+    assert err.startswith(
+        f"lamina: runtimes (from LAMINA_RUNTIMES): python3.13={true}: {true} is not a Python "
+        "interpreter"
+    ), err
+
+    toml = tmp_path / "lamina.toml"  # the default ./lamina.toml
+    toml.write_text(f'[runtimes]\n"nodejs20.x" = "{sys.executable}"\n')
+    err = _serve_refused(tmp_path)
+    assert err.startswith(
+        "lamina: runtimes (from lamina.toml): 'nodejs20.x' is not a runtime lamina can map"
+    ), err
+
+
+def test_an_unknown_key_in_lamina_toml_refuses_to_start(tmp_path: Path) -> None:
+    toml = tmp_path / "custom.toml"
+    toml.write_text('prot = 4851\nregion = "eu-west-1"\n')
+    err = _serve_refused(tmp_path, "--config", str(toml))
+    assert err.startswith(f"lamina: unknown setting 'prot' in {toml}; known settings: host, port")
+
+
+# -- the SDK in every Python runtime --------------------------------------------------------------
+
+SDK_CODE = """
+import os, sys
+import boto3, botocore
+from botocore.config import Config
+
+def handler(event, context):
+    sts = boto3.client("sts", config=Config(retries={"max_attempts": 1}))
+    return {
+        "version": list(sys.version_info[:2]),
+        "boto3": [boto3.__version__, boto3.__file__],
+        "botocore": botocore.__version__,
+        "task_root": os.environ["LAMBDA_TASK_ROOT"],
+        "runtime_dir": os.environ["LAMBDA_RUNTIME_DIR"],
+        "arn": sts.get_caller_identity()["Arn"],
+    }
+"""
+
+
+def _installed_on_this_machine() -> set[str]:
+    """python3.X runtimes (3.9+) with an interpreter in pyenv or /usr, and lamina's own."""
+    own = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return {own} | {
+        r
+        for r in PYTHON_RUNTIMES
+        if any(f"python{Path(p).name.removeprefix('python')}" == r for p in _interpreters())
+    }
+
+
+def test_boto3_without_packaging_on_every_runtime_from_the_sdk_minimum(
+    server: Server, lam: Any
+) -> None:
+    minimum = sdk_min_minor()
+    pythons = installed_pythons(server)
+    assert _installed_on_this_machine() <= set(pythons)  # every one found, so none is skipped
+    supported = [r for r in pythons if int(r.removeprefix("python3.")) >= minimum]
+    assert supported
+
+    def run(runtime: str) -> tuple[str, dict[str, Any]]:
+        name = "rt-sdk-" + runtime.replace(".", "-")
+        create(lam, name, SDK_CODE, Runtime=runtime)
+        return runtime, invoke_json(lam, name, {})
+
+    with ThreadPoolExecutor(len(supported)) as pool:
+        results = list(pool.map(run, supported))
+    for runtime, got in results:
+        assert f"python{got['version'][0]}.{got['version'][1]}" == runtime
+        assert got["boto3"][0] == boto3.__version__, runtime
+        assert got["botocore"] == botocore.__version__, runtime
+        # from the runtime's directory (/var/runtime), not the package
+        assert Path(got["boto3"][1]).is_relative_to(got["runtime_dir"]), got
+        assert not Path(got["boto3"][1]).is_relative_to(got["task_root"]), got
+        name = "rt-sdk-" + runtime.replace(".", "-")
+        assert got["arn"].endswith(f":assumed-role/{ROLE.rsplit('/', 1)[1]}/{name}"), got
+
+
+SDK_OR_NOT = """
+import sys
+def handler(event, context):
+    try:
+        import boto3
+    except ImportError as e:
+        return {"version": list(sys.version_info[:2]), "error": str(e)}
+    return {"version": list(sys.version_info[:2]), "boto3": boto3.__version__}
+"""
+
+
+def test_a_runtime_below_the_sdk_minimum_packages_its_own_boto3(
+    server: Server, lam: Any, fresh_server: Server
+) -> None:
+    """README: the SDK lamina carries needs Python 3.<minimum>; an older runtime's function
+    packages its own boto3. (Where no such interpreter is installed, the runtime is mapped to
+    lamina's own: the SDK follows the runtime's name, not the interpreter.)"""
+    minimum = sdk_min_minor()
+    older = [r for r in PYTHON_RUNTIMES if int(r.removeprefix("python3.")) < minimum]
+    if not older:
+        pytest.skip(f"lamina's SDK supports every Python runtime (3.{minimum}+)")
+    runtime = older[-1]
+    if runtime not in installed_pythons(server):
+        fresh_server.extra += ["--runtimes", f"{runtime}={sys.executable}"]
+        lam = fresh_server.start().client()
+    create(lam, "rt-old-sdk", SDK_OR_NOT, Runtime=runtime)
+    got = invoke_json(lam, "rt-old-sdk", {})
+    assert got == {"version": got["version"], "error": "No module named 'boto3'"}
+    create(
+        lam,
+        "rt-old-own-sdk",
+        {"app.py": SDK_OR_NOT, "boto3/__init__.py": '__version__ = "packaged"\n'},
+        Runtime=runtime,
+    )
+    assert invoke_json(lam, "rt-old-own-sdk", {})["boto3"] == "packaged"
+    # a function whose module imports boto3 at the top fails its init, as AWS words it
+    create(
+        lam, "rt-old-sdk-init", "import boto3\ndef handler(e, c):\n    return 1\n", Runtime=runtime
+    )
+    out = invoke(lam, "rt-old-sdk-init")
+    assert out["FunctionError"] == "Unhandled"
+    assert out["json"]["errorType"] == "Runtime.ImportModuleError"
+    assert out["json"]["errorMessage"] == "Unable to import module 'app': No module named 'boto3'"

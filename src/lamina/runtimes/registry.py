@@ -5,6 +5,9 @@ mapping (`--runtimes python3.14=/path/python`) first, then the interpreter lamin
 on when the version matches, then interpreters found on the machine. A runtime that is not
 available is an InvalidParameterValueException naming what is installed, never a silent
 substitute. `provided`, `provided.al2` and `provided.al2023` run the package's own `bootstrap`.
+
+Operator mappings are checked before lamina starts (`check_overrides`): each must name a Python
+runtime and an executable Python 3.9+ interpreter, else `lamina serve` refuses to start.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +90,11 @@ class RuntimeRegistry:
                 f"satisfy enum value set: [{', '.join(AWS_RUNTIMES)}] or be a valid ARN"
             )
         interpreter = self.interpreter_for(name) if name in PYTHON_RUNTIMES else None
+        if interpreter is None and name in self._overrides:
+            raise InvalidParameterValueException(
+                f"The runtime parameter of {name} is not available on this lamina server: it is "
+                f"mapped to {self._overrides[name]}, which is not an executable file."
+            )
         if interpreter is None:
             raise InvalidParameterValueException(
                 f"The runtime parameter of {name} is not available on this lamina server. "
@@ -124,6 +133,62 @@ class RuntimeRegistry:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return str(candidate)
         return None
+
+
+# The oldest Python lamina's bootstrap runs on (the oldest python3.X runtime it knows).
+MIN_PYTHON = (3, int(PYTHON_RUNTIMES[0].removeprefix("python3.")))
+_PROBE = "import sys; print('%d %d' % tuple(sys.version_info[:2]))"
+
+
+def check_interpreter(path: str) -> tuple[int, int]:
+    """The (major, minor) version of the Python at `path`, which must be an absolute path to an
+    executable Python 3.9 or newer; ValueError saying what is wrong otherwise."""
+    if not os.path.isabs(path):
+        raise ValueError(f"{path!r} is not an absolute path")
+    if not os.path.exists(path):
+        raise ValueError(f"{path} does not exist")
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise ValueError(f"{path} is not an executable file")
+    try:  # -E -s -S (no -I): Python 2 knows these too, so an old one is named as such
+        out = subprocess.run(
+            [path, "-E", "-s", "-S", "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ValueError(f"{path} is not a Python interpreter (running it failed: {exc})") from None
+    words = out.stdout.split()
+    if out.returncode != 0 or len(words) != 2 or not all(w.isdigit() for w in words):
+        detail = out.stderr.strip() or out.stdout.strip() or f"exit status {out.returncode}"
+        raise ValueError(f"{path} is not a Python interpreter ({detail[:200]})")
+    version = (int(words[0]), int(words[1]))
+    if version < MIN_PYTHON:
+        raise ValueError(
+            f"{path} is Python {version[0]}.{version[1]}; lamina's Python runtimes need Python "
+            f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer"
+        )
+    return version
+
+
+def check_overrides(overrides: dict[str, str]) -> None:
+    """Refuse operator mappings lamina could not honour: ValueError naming the bad one."""
+    for name, path in overrides.items():
+        if name in PROVIDED_RUNTIMES:
+            raise ValueError(
+                f"{name}: a custom runtime runs the package's own bootstrap; it has no "
+                "interpreter to map"
+            )
+        if name not in PYTHON_RUNTIMES:
+            raise ValueError(
+                f"{name!r} is not a runtime lamina can map to an interpreter (one of "
+                f"{', '.join(PYTHON_RUNTIMES)})"
+            )
+        try:
+            check_interpreter(path)
+        except ValueError as exc:
+            raise ValueError(f"{name}={path}: {exc}") from None
 
 
 def _ro_binds(interpreter: str, sdk: Path | None) -> tuple[str, ...]:
