@@ -324,15 +324,19 @@ _MAKE_MOUNT_POINT: list[
 _ROOT_READ_ONLY = [_mount_step("remount / read-only", _ROOT, None, None, _RO_BIND | _NOSUID_NODEV)]
 
 
-def _instance_plan(spec: ConfineSpec) -> list[_Step]:
-    """The steps that depend on the instance: /tmp, its binds, /etc/passwd and friends."""
-    size = b"size=%dm,mode=1777" % int(spec["ephemeral_mb"])
-    # /tmp first, so that a bind below /tmp (a data dir in a test, say) is not hidden by it.
-    plan = [_mount_step("mount /tmp tmpfs", _ROOT + b"/tmp", b"tmp", b"tmpfs", _NOSUID_NODEV, size)]
-    # The runtime's interpreter, lamina's bootstrap and SDK: read-only at the same path, with
-    # parents made 0755 so that the sandbox user can walk down to them.
+_RO_BIND_PLANS: dict[tuple[str, ...], list[_Step]] = {}
+
+
+def _ro_bind_steps(ro_binds: tuple[str, ...]) -> list[_Step]:
+    """The runtime's interpreter and SDK: read-only at the same path, with parents made 0755
+    so that the sandbox user can walk down to them. The same for every instance of a runtime,
+    so planned once per zygote (a stat per path, and what the zygote would redo per fork)."""
+    steps = _RO_BIND_PLANS.get(ro_binds)
+    if steps is not None:
+        return steps
+    steps = []
     made = set(_MADE)
-    for path in sorted(os.path.normpath(p) for p in spec["ro_binds"]):
+    for path in sorted(os.path.normpath(p) for p in ro_binds):
         if path in made or path.startswith(_VISIBLE):
             continue  # already visible through /usr (or listed twice)
         if not path.startswith("/") or path == "/" or path.startswith(_UNDER_LATER_MOUNTS):
@@ -342,13 +346,24 @@ def _instance_plan(spec: ConfineSpec) -> list[_Step]:
             parent += "/" + part
             if parent not in made:
                 made.add(parent)
-                plan.append(_mkdir(parent))
+                steps.append(_mkdir(parent))
         made.add(path)
         try:
             is_dir = stat.S_ISDIR(os.stat(path).st_mode)
         except OSError as e:
             raise ConfineError(e.errno or errno.ENOENT, "ro_bind " + path) from e
-        plan += _bind_same(path, is_dir)
+        steps += _bind_same(path, is_dir)
+    if len(_RO_BIND_PLANS) < 16:  # a zygote serves one interpreter: a runtime or two
+        _RO_BIND_PLANS[ro_binds] = steps
+    return steps
+
+
+def _instance_plan(spec: ConfineSpec) -> list[_Step]:
+    """The steps that depend on the instance: /tmp, its binds, /etc/passwd and friends."""
+    size = b"size=%dm,mode=1777" % int(spec["ephemeral_mb"])
+    # /tmp first, so that a bind below /tmp (a data dir in a test, say) is not hidden by it.
+    plan = [_mount_step("mount /tmp tmpfs", _ROOT + b"/tmp", b"tmp", b"tmpfs", _NOSUID_NODEV, size)]
+    plan += _ro_bind_steps(tuple(spec["ro_binds"]))
     plan += _bind_ro(spec["task_root"].encode(), _ROOT + b"/var/task", "/var/task")
     runtime_dir = spec.get("runtime_dir")
     if runtime_dir:
