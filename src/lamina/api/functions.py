@@ -81,9 +81,13 @@ async def download_code(request: Request) -> Response:
     ok = platform.check_code_url(
         sha, request.query_params.get("expires", ""), request.query_params.get("signature", "")
     )
-    if not ok or not platform.code.exists(sha):
-        raise ResourceNotFoundException("The code location is unknown or its URL has expired")
-    data = platform.code.read_zip(sha)
+    gone = ResourceNotFoundException("The code location is unknown or its URL has expired")
+    if not ok:
+        raise gone
+    try:  # the package may be collected (code replaced, function deleted) at any moment
+        data = platform.code.read_zip(sha)
+    except FileNotFoundError:
+        raise gone from None
     return Response(data, 200, media_type="application/zip")
 
 

@@ -3,6 +3,12 @@
 Metadata is committed to the store before an operation answers; an in-memory copy of each
 function's `$LATEST` serves reads and the invoke path without touching the database. Every
 change gets a new `RevisionId`, and with it a new blueprint: instances of the old one retire.
+
+Code packages are collected by reference (store/code.py): an upload is held from before it is
+stored until the metadata naming it is committed or refused, and every blueprint holds its
+package for as long as it lives (instances keep their blueprint), so code is never removed
+under an instance still running it. A package that loses its last reference or hold is
+collected then; `lamina serve` sweeps what a crash left unreferenced when it starts.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lamina.auth.sessions import SessionCredentials
@@ -25,11 +33,14 @@ from lamina.errors import (
     ResourceConflictException,
     ResourceNotFoundException,
 )
+from lamina.packages import PackageInfo
 from lamina.runtimes.registry import RuntimeRegistry
 from lamina.store.code import CodeStore
 from lamina.store.metadata import FunctionRecord, MetadataStore
 from lamina.types import LATEST, FunctionRef, function_arn, parse_function_name, valid_qualifier
 from lamina.worker.blueprint import Blueprint
+
+log = logging.getLogger("lamina.functions")
 
 # A function tagged `lamina:network=none` gets no network at all (loopback only).
 NETWORK_TAG = "lamina:network"
@@ -41,6 +52,12 @@ MIN_UNRESERVED = 100
 def _now_iso() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}+0000"
+
+
+class _HeldBlueprint(Blueprint):
+    """A blueprint that can be weakly referenced: its package is held until it is gone."""
+
+    __slots__ = ("__weakref__",)
 
 
 def decode_zip(value: Any) -> bytes:
@@ -68,6 +85,20 @@ class Functions:
         self.code = code
         self.runtimes = runtimes
         self._on_change = on_change
+        code.referenced = metadata.referenced_code
+        self._collecting: set[str] = set()  # packages whose last hold went, to collect
+        self._collector: asyncio.Task[None] | None = None
+        try:  # what a crash or an older lamina left behind; nothing is running yet
+            swept, work_dirs = code.sweep(), code.clear_tmp()
+        except OSError as exc:
+            log.warning("code store: the sweep at start failed (nothing was lost): %s", exc)
+        else:
+            if swept or work_dirs:
+                log.info(
+                    "code store: removed %d unreferenced packages and %d work dirs",
+                    len(swept),
+                    work_dirs,
+                )
         self._latest: dict[str, FunctionRecord] = {
             rec.name: rec for rec in metadata.all_versions() if rec.version == LATEST
         }
@@ -249,6 +280,22 @@ class Functions:
         return cfg
 
     async def _store_code(self, code: Any) -> tuple[str, dict[str, Any]]:
+        """Store the package of `Code` (or of an UpdateFunctionCode body) and hold it: the
+        caller must `_settle` it once the metadata naming it is committed or refused."""
+        put = asyncio.ensure_future(asyncio.to_thread(self.code.put, self._zip_of(code), hold=True))
+        try:
+            info = await asyncio.shield(put)
+        except asyncio.CancelledError:  # the put goes on in its thread: settle it when it ends
+            put.add_done_callback(self._abandoned)
+            raise
+        return info.sha256_hex, {"CodeSha256": info.code_sha256, "CodeSize": info.size}
+
+    def _abandoned(self, put: asyncio.Future[PackageInfo]) -> None:
+        if not put.cancelled() and put.exception() is None:
+            self._unhold(put.result().sha256_hex)
+
+    @staticmethod
+    def _zip_of(code: Any) -> bytes:
         if not isinstance(code, dict):
             raise InvalidParameterValueException("Code must be an object with ZipFile")
         if "ZipFile" not in code:
@@ -258,9 +305,19 @@ class Functions:
                     "not available on this server yet."
                 )
             raise InvalidParameterValueException("Code.ZipFile is required")
-        data = decode_zip(code["ZipFile"])
-        info = await asyncio.to_thread(self.code.put, data)
-        return info.sha256_hex, {"CodeSha256": info.code_sha256, "CodeSize": info.size}
+        return decode_zip(code["ZipFile"])
+
+    async def _settle(self, held: str | None, dropped: Iterable[str] = ()) -> None:
+        """Release the hold on `held` and collect it and `dropped` if nothing refers to them
+        now. The metadata is committed by then, so a failure here leaves garbage for the next
+        collection or sweep, never a missing package: it is logged, not raised."""
+        if held is not None:
+            self.code.release(held)
+        candidates = set(dropped) | ({held} if held is not None else set())
+        try:
+            await asyncio.to_thread(self.code.collect, candidates)
+        except Exception:
+            log.exception("collecting code packages %s failed", sorted(candidates))
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         name = check.function_name(body.get("FunctionName"))
@@ -276,56 +333,84 @@ class Functions:
             raise ResourceConflictException(f"Function already exist: {name}")
         check.assumable_role(cfg["Role"], self.role_check)
         sha_hex, code_fields = await self._store_code(body.get("Code"))
-        cfg.update(code_fields, LastModified=_now_iso())
-        rec = FunctionRecord(name, LATEST, cfg, sha_hex, str(uuid.uuid4()), tags, time.time())
-        async with self._lock:
-            if name in self._latest or not self.metadata.create_function(rec):
-                raise ResourceConflictException(f"Function already exist: {name}")
-            self._latest[name] = rec
+        try:
+            cfg.update(code_fields, LastModified=_now_iso())
+            rec = FunctionRecord(name, LATEST, cfg, sha_hex, str(uuid.uuid4()), tags, time.time())
+            async with self._lock:
+                if name in self._latest or not self.metadata.create_function(rec):
+                    raise ResourceConflictException(f"Function already exist: {name}")
+                self._latest[name] = rec
+        finally:  # a lost race on the name keeps nothing of what it stored
+            await self._settle(sha_hex)
         if body.get("Publish"):
             return await self.versions.publish(name, {})
         return self.configuration(rec)
 
     async def update_code(self, raw: str, body: dict[str, Any]) -> dict[str, Any]:
         rec = self.latest_of(raw)
-        check_revision(rec, body.get("RevisionId"))
-        sha_hex, code_fields = await self._store_code(body)
-        if body.get("DryRun"):
-            preview = dict(rec.config, **code_fields)
-            return self.configuration(
-                FunctionRecord(rec.name, rec.version, preview, sha_hex, rec.revision_id)
-            )
+        revision = body.get("RevisionId")
+        check_revision(rec, revision)  # answered early; checked again as the change commits
+        fields: dict[str, Any] = {}
         if "Architectures" in body:
-            code_fields["Architectures"] = check.architectures(body["Architectures"])
-        out = await self._commit(rec, dict(rec.config, **code_fields), sha_hex)
+            fields["Architectures"] = check.architectures(body["Architectures"])
+        if body.get("DryRun"):  # checked as an update would be; nothing is stored
+            info = await asyncio.to_thread(self.code.check, self._zip_of(body))
+            preview = dict(rec.config, CodeSha256=info.code_sha256, CodeSize=info.size)
+            return self.configuration(
+                FunctionRecord(rec.name, rec.version, preview, info.sha256_hex, rec.revision_id)
+            )
+        sha_hex, code_fields = await self._store_code(body)
+        fields.update(code_fields)
+        replaced: list[str] = []
+        try:
+            out, old = await self._commit(
+                rec.name, revision, lambda cur: (dict(cur.config, **fields), sha_hex)
+            )
+            replaced.append(old.code_sha256_hex)
+        finally:
+            await self._settle(sha_hex, replaced)
         if body.get("Publish"):
             return await self.versions.publish(rec.name, {})
         return out
 
     async def update_configuration(self, raw: str, body: dict[str, Any]) -> dict[str, Any]:
         rec = self.latest_of(raw)
-        check_revision(rec, body.get("RevisionId"))
-        cfg = self._checked_config(body, rec.config, rec.name)
-        if cfg["Role"] != rec.config["Role"]:
-            check.assumable_role(cfg["Role"], self.role_check)
-        return await self._commit(rec, cfg, rec.code_sha256_hex)
+        revision = body.get("RevisionId")
+        check_revision(rec, revision)
+
+        def change(cur: FunctionRecord) -> tuple[dict[str, Any], str]:
+            cfg = self._checked_config(body, cur.config, cur.name)
+            if cfg["Role"] != cur.config["Role"]:
+                check.assumable_role(cfg["Role"], self.role_check)
+            return cfg, cur.code_sha256_hex
+
+        out, _old = await self._commit(rec.name, revision, change)
+        return out
 
     async def _commit(
-        self, rec: FunctionRecord, cfg: dict[str, Any], sha_hex: str
-    ) -> dict[str, Any]:
+        self,
+        name: str,
+        revision_id: Any,
+        change: Callable[[FunctionRecord], tuple[dict[str, Any], str]],
+    ) -> tuple[dict[str, Any], FunctionRecord]:
+        """Apply `change` (current `$LATEST` -> its new configuration and code) under the lock,
+        where `RevisionId` is checked against what it changes; returns the new configuration
+        and the record it replaced."""
         async with self._lock:
-            current = self._latest.get(rec.name)
+            current = self._latest.get(name)
             if current is None:
-                raise ResourceNotFoundException(f"Function not found: {self.arn(rec.name)}")
+                raise ResourceNotFoundException(f"Function not found: {self.arn(name)}")
+            check_revision(current, revision_id)
+            cfg, sha_hex = change(current)
             cfg["LastModified"] = _now_iso()
             new = FunctionRecord(
-                rec.name, LATEST, cfg, sha_hex, str(uuid.uuid4()), current.tags, current.created
+                name, LATEST, cfg, sha_hex, str(uuid.uuid4()), current.tags, current.created
             )
             self.metadata.update_version(new)
-            self._latest[rec.name] = new
-            self._forget_blueprints(rec.name)
-        self._on_change(rec.name)
-        return self.configuration(new)
+            self._latest[name] = new
+            self._forget_blueprints(name)
+        self._on_change(name)
+        return self.configuration(new), current
 
     # -- read / delete -----------------------------------------------------------------------
 
@@ -387,16 +472,42 @@ class Functions:
                 hook(rec.name)
         self._forget_blueprints(rec.name)
         self._on_change(rec.name)
-        await asyncio.to_thread(self._collect_code, {r.code_sha256_hex for r in gone})
+        await self._settle(None, {r.code_sha256_hex for r in gone})
 
     def _forget_blueprints(self, name: str) -> None:
         for key in [k for k in self._blueprints if k[0] == name]:
             del self._blueprints[key]
 
-    def _collect_code(self, shas: set[str]) -> None:
-        referenced = self.metadata.referenced_code()
-        for sha_hex in shas - referenced:
-            self.code.delete(sha_hex)
+    # -- packages held by blueprints -------------------------------------------------------------
+
+    def _hold_for(self, bp: Blueprint, sha_hex: str) -> None:
+        """Hold `sha_hex` until `bp` (and so every instance started from it) is gone."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        weakref.finalize(bp, self._blueprint_gone, loop, sha_hex).atexit = False
+
+    def _blueprint_gone(self, loop: asyncio.AbstractEventLoop | None, sha_hex: str) -> None:
+        # A finalizer: it may run in any thread, in the middle of anything. Hand it to the loop.
+        try:
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._unhold, sha_hex)
+                return
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+        self.code.release(sha_hex)  # no loop: the next collection or sweep takes it
+
+    def _unhold(self, sha_hex: str) -> None:
+        self.code.release(sha_hex)
+        self._collecting.add(sha_hex)
+        if self._collector is None or self._collector.done():
+            self._collector = asyncio.get_running_loop().create_task(self._collect_released())
+
+    async def _collect_released(self) -> None:
+        while self._collecting:
+            batch, self._collecting = self._collecting, set()
+            await self._settle(None, batch)
 
     def names(self) -> list[str]:
         return sorted(self._latest)
@@ -507,30 +618,38 @@ class Functions:
         if bp is not None and bp.revision_id == rec.revision_id:
             return bp
         c = rec.config
-        logging = c.get("LoggingConfig") or {}
-        bp = Blueprint(
+        logging_config = c.get("LoggingConfig") or {}
+        runtime = self.runtimes.resolve(c["Runtime"])
+        credentials = (
+            self.credentials_for(c["Role"], rec.name) if self.credentials_for is not None else None
+        )
+        sha_hex = rec.code_sha256_hex
+        self.code.hold(sha_hex)  # before the tree is looked up: it stays while bp lives
+        try:
+            task_root = self.code.task_root(sha_hex)
+        except BaseException:
+            self.code.release(sha_hex)
+            raise
+        bp = _HeldBlueprint(
             name=rec.name,
             version=rec.version,
             revision_id=rec.revision_id,
             arn=self.arn(rec.name, None if rec.version == LATEST else rec.version),
-            runtime=self.runtimes.resolve(c["Runtime"]),
+            runtime=runtime,
             handler=c["Handler"],
             memory_mb=c["MemorySize"],
             timeout_s=c["Timeout"],
-            task_root=self.code.task_root(rec.code_sha256_hex),
+            task_root=task_root,
             region=self.settings.region,
             environment=dict(c.get("Environment") or {}),
             ephemeral_mb=(c.get("EphemeralStorage") or {}).get("Size", 512),
-            log_format=logging.get("LogFormat", "Text"),
-            log_level=logging.get("ApplicationLogLevel"),
+            log_format=logging_config.get("LogFormat", "Text"),
+            log_level=logging_config.get("ApplicationLogLevel"),
             endpoint_url=self.endpoint_url,
             network=rec.tags.get(NETWORK_TAG, "egress"),
-            credentials=(
-                self.credentials_for(c["Role"], rec.name)
-                if self.credentials_for is not None
-                else None
-            ),
+            credentials=credentials,
         )
+        self._hold_for(bp, sha_hex)
         self._blueprints[(rec.name, rec.version)] = bp
         return bp
 
