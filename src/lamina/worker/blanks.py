@@ -91,6 +91,13 @@ class BlankPool:
         self.made = 0
         self._last_take = 0.0  # any interpreter: refills wait for a pause in cold starts
         self._last_used: dict[str, float] = {}
+        # The read-only binds of the runtime each interpreter last served: sent with the next
+        # blank request so the zygote plans them once, not every blank after activation.
+        self._ro_binds: dict[str, list[str]] = {}
+
+    def note_ro_binds(self, interpreter: str, ro_binds: tuple[str, ...]) -> None:
+        if ro_binds:
+            self._ro_binds[interpreter] = list(ro_binds)
 
     def take(self, interpreter: str) -> Blank | None:
         """A live blank for `interpreter`, or None (the caller starts an instance the long
@@ -174,6 +181,8 @@ class BlankPool:
             listener = ns.listen("127.0.0.1", self.port)
             cg = await asyncio.to_thread(host.cgroups.create, name, PLACEHOLDER)
             request = {"op": "blank", "procs": cg.procs_paths(), "netns": ns.path}
+            if interpreter in self._ro_binds:
+                request["ro_binds"] = self._ro_binds[interpreter]
             zygote = host.zygotes.get(interpreter)
             pid = await zygote.spawn(request, [theirs.fileno()])
             theirs.close()

@@ -358,6 +358,19 @@ def _ro_bind_steps(ro_binds: tuple[str, ...]) -> list[_Step]:
     return steps
 
 
+def plan_ro_binds(ro_binds: list[str] | tuple[str, ...]) -> bool:
+    """Plan `ro_binds` ahead (in a zygote, before it forks blanks that will need the plan);
+    True if that was new. A bad bind is left for the instance to report."""
+    key = tuple(ro_binds)
+    if key in _RO_BIND_PLANS:
+        return False
+    try:
+        _ro_bind_steps(key)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _instance_plan(spec: ConfineSpec) -> list[_Step]:
     """The steps that depend on the instance: /tmp, its binds, /etc/passwd and friends."""
     size = b"size=%dm,mode=1777" % int(spec["ephemeral_mb"])

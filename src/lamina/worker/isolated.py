@@ -200,6 +200,8 @@ class IsolatedSandbox:
             "netns": self._netns.path,  # type: ignore[attr-defined]
             "exec": spec.exec_argv,
         }
+        if self.host.blanks is not None and self.interpreter:
+            self.host.blanks.note_ro_binds(self.interpreter, spec.ro_binds)
         if self._blank is not None:
             try:
                 self._blank.activate(

@@ -8,8 +8,9 @@ socket (fd in argv[1]):
 
     lamina -> zygote   {"op": "spawn", "id", "spec", "procs", "netns", "exec"} + 2 fds: the log
                        pipe, and a pipe holding the environment (read only by the instance)
-    lamina -> zygote   {"op": "blank", "id", "procs", "netns"} + 1 fd: the blank's end of a
-                       socket on which it later receives {"spec", "exec"} + the 2 fds above
+    lamina -> zygote   {"op": "blank", "id", "procs", "netns", "ro_binds"?} + 1 fd: the blank's
+                       end of a socket on which it later receives {"spec", "exec"} + the 2 fds
+                       above ("ro_binds", when lamina knows them: planned once, before forking)
     zygote -> lamina   {"op": "spawned", "id", "pid"} | {"op": "failed", "id", "error"}
                        {"op": "exit", "pid", "status"}   (status < 0: killed by that signal)
 
@@ -252,6 +253,8 @@ def _spawn(sock, request, fds):
     try:
         if not blank:
             request["prepared"] = confine.prepare(request["spec"])  # checked before forking
+        elif request.get("ro_binds") and confine.plan_ro_binds(request["ro_binds"]):
+            gc.freeze()  # the plan is shared by every blank from now on: keep gc off its pages
         _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
         pid = os.fork()
     except Exception as exc:
