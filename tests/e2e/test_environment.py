@@ -34,7 +34,7 @@ def _importable(name):
 
 
 def test_runtime_packages_live_at_var_runtime(lam: Any) -> None:
-    create(lam, "env-runtime", CODE)
+    create(lam, "env-runtime", CODE, MemorySize=1769)  # boto3 imports at init: a whole vCPU
     out = invoke(lam, "env-runtime", {})
     assert "FunctionError" not in out, out["body"]
     got = out["json"]

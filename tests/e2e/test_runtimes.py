@@ -322,7 +322,10 @@ def test_boto3_without_packaging_on_every_runtime_from_the_sdk_minimum(
 
     def run(runtime: str) -> tuple[str, dict[str, Any]]:
         name = "rt-sdk-" + runtime.replace(".", "-")
-        create(lam, name, SDK_CODE, Runtime=runtime)
+        # A whole vCPU (1,769 MB) and Lambda's longest timeout: at the default 128 MB, importing
+        # boto3 and making a client gets 7% of a CPU, which on a busy 2-core machine can outlast
+        # the 10 s init limit. This test is about where boto3 comes from, not how fast.
+        create(lam, name, SDK_CODE, Runtime=runtime, MemorySize=1769, Timeout=60)
         return runtime, invoke_json(lam, name, {})
 
     with ThreadPoolExecutor(len(supported)) as pool:
