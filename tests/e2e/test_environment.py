@@ -20,7 +20,7 @@ def handler(event, context):
         "boto3": boto3.__file__,
         "runtime_dir": sorted(os.listdir("/var/runtime")),
         "path": sys.path,
-        "lamina": [n for n in ("bootstrap", "confine", "zygote_main", "lamina")
+        "lamina": [n for n in ("bootstrap", "confine", "seccomp", "zygote_main", "lamina")
                    if n in sys.modules or _importable(n)],
     }
 
@@ -58,7 +58,7 @@ def test_runtime_packages_live_at_var_runtime(lam: Any) -> None:
 
 def test_a_function_module_named_like_lamina_internals_is_its_own(lam: Any) -> None:
     handler = "def handler(event, context):\n    return __name__ + ':' + __file__\n"
-    for module in ("bootstrap", "confine"):
+    for module in ("bootstrap", "confine", "seccomp"):
         create(lam, f"env-own-{module}", {f"{module}.py": handler}, Handler=f"{module}.handler")
         out = invoke(lam, f"env-own-{module}", {})
         assert out["json"] == f"{module}:/var/task/{module}.py", out["body"]

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from lamina.worker import confine
+from lamina.worker import confine, seccomp
 from lamina.worker.confine import ConfineError, ConfineSpec
 
 needs_root = pytest.mark.skipif(
@@ -563,16 +563,16 @@ def test_confine_cost(task_root: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 # --- the seccomp program, interpreted -------------------------------------------------------
 
-ALLOW, KILL = confine.SECCOMP_RET_ALLOW, confine.SECCOMP_RET_KILL_PROCESS
-EPERM = confine.SECCOMP_RET_ERRNO | errno.EPERM
-ENOSYS = confine.SECCOMP_RET_ERRNO | errno.ENOSYS
+ALLOW, KILL = seccomp.SECCOMP_RET_ALLOW, seccomp.SECCOMP_RET_KILL_PROCESS
+EPERM = seccomp.SECCOMP_RET_ERRNO | errno.EPERM
+ENOSYS = seccomp.SECCOMP_RET_ERRNO | errno.ENOSYS
 AUDIT_ARCH_I386 = 0x40000003
 
 
-PROGRAM = confine.seccomp_program()
+PROGRAM = seccomp.program(confine.NAMESPACE_FLAGS)
 
 
-def decide(nr: int, arch: int = confine.AUDIT_ARCH_X86_64, arg0: int = 0) -> int:
+def decide(nr: int, arch: int = seccomp.AUDIT_ARCH_X86_64, arg0: int = 0) -> int:
     """Run the filter on one seccomp_data, as the kernel does."""
     data = struct.pack("=iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
     acc, pc = 0, 0
@@ -592,17 +592,17 @@ def decide(nr: int, arch: int = confine.AUDIT_ARCH_X86_64, arg0: int = 0) -> int
 
 
 def test_seccomp_denies_the_list_and_allows_the_rest() -> None:
-    denied = set(confine.DENIED_SYSCALLS.values())
+    denied = set(seccomp.DENIED_SYSCALLS.values())
     for nr in range(512):  # clone and personality with a plain first argument: allowed
-        want = ENOSYS if nr == confine.NR_CLONE3 else EPERM if nr in denied else ALLOW
+        want = ENOSYS if nr == seccomp.NR_CLONE3 else EPERM if nr in denied else ALLOW
         assert decide(nr) == want, nr
     for name in ("ptrace", "mount", "unshare", "setns", "bpf", "keyctl", "kexec_load"):
-        assert decide(confine.DENIED_SYSCALLS[name]) == EPERM, name
+        assert decide(seccomp.DENIED_SYSCALLS[name]) == EPERM, name
     assert len(PROGRAM) < 256
 
 
 def test_seccomp_clone_flags_and_personality() -> None:
-    clone = confine.NR_CLONE
+    clone = seccomp.NR_CLONE
     thread = 0x3D0F00  # what glibc's pthread_create passes
     fork = 0x01200011  # CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | SIGCHLD
     assert decide(clone, arg0=thread) == ALLOW
@@ -611,9 +611,9 @@ def test_seccomp_clone_flags_and_personality() -> None:
     for flag in (0x20000, 0x2000000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000):
         assert decide(clone, arg0=fork | flag) == EPERM, hex(flag)
     for value in (0, 8, 0xFFFFFFFF):
-        assert decide(confine.NR_PERSONALITY, arg0=value) == ALLOW
+        assert decide(seccomp.NR_PERSONALITY, arg0=value) == ALLOW
     for value in (0x0040000, 0x0400000, 0x1000000):  # no ASLR, READ_IMPLIES_EXEC, ...
-        assert decide(confine.NR_PERSONALITY, arg0=value) == EPERM
+        assert decide(seccomp.NR_PERSONALITY, arg0=value) == EPERM
 
 
 def test_seccomp_other_abis() -> None:

@@ -52,7 +52,7 @@ import confine  # noqa: E402
 # A function's own `bootstrap.py` or `confine.py` must import as itself: lamina's modules stay
 # loaded under private names, and their directories leave the import path.
 sys.path[:] = [p for p in sys.path if p not in _OURS]
-for _name in ("bootstrap", "confine"):
+for _name in ("bootstrap", "confine", "seccomp"):
     sys.modules["_lamina_" + _name] = sys.modules.pop(_name)
 
 CLONE_NEWNET = 0x40000000
