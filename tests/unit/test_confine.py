@@ -415,6 +415,63 @@ def test_fork_threads_and_python_keep_working(probed: dict[str, Any]) -> None:
 
 
 @needs_root
+def in_a_templated_zygote(
+    spec: ConfineSpec, probe: Callable[[], Any], template_binds: list[str] | None = None
+) -> dict[str, Any]:
+    """Fork a stand-in zygote that builds its root template (confine.build_template, in a mount
+    namespace of its own, for `template_binds`, by default the spec's), then confine an
+    instance from it and run `probe` there."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # never returns
+        status = 1
+        try:
+            os.close(r)
+            confine.build_template(spec["ro_binds"] if template_binds is None else template_binds)
+            prepared = confine.prepare(spec)
+            got = {"from_template": prepared.from_template, "probe": run_confined(prepared, probe)}
+            _write_all(w, json.dumps({"ok": got}).encode())
+            status = 0
+        except BaseException as e:
+            with contextlib.suppress(BaseException):
+                _write_all(w, json.dumps({"error": f"{type(e).__name__}: {e}"}).encode())
+        finally:
+            os._exit(status)
+    os.close(w)
+    data = _read_all(r, pid, 60.0)
+    os.waitpid(pid, 0)
+    result = json.loads(data)
+    assert "error" not in result, result.get("error")
+    out: dict[str, Any] = result["ok"]
+    return out
+
+
+def test_a_root_from_the_zygote_template_is_the_same_root(
+    probed: dict[str, Any], tmp_path: Path
+) -> None:
+    root = make_task_root(tmp_path)
+    try:
+        got = in_a_templated_zygote(make_spec(root), probes)
+        other = in_a_templated_zygote(
+            make_spec(root, ro_binds=[sys.base_prefix]),
+            lambda: {"passwd": _read("/etc/passwd"), "root": sorted(os.listdir("/"))},
+            template_binds=make_spec(root)["ro_binds"],
+        )
+    finally:
+        (root / "suid-id").unlink()
+    assert got["from_template"]
+    templated = got["probe"]
+    for key, value in probed.items():  # every probe, containment included, answers the same
+        if key != "mountinfo":
+            assert templated[key] == value, key
+    # The instance's own mounts sit on the template's: its /etc/passwd is one of them.
+    assert any(line.split()[4] == "/etc/passwd" for line in templated["mountinfo"])
+    # An instance whose binds differ from the template's builds its whole root, the same way.
+    assert not other["from_template"]
+    assert other["probe"]["passwd"] == probed["passwd"]
+    assert "var" in other["probe"]["root"] and "work" not in other["probe"]["root"]
+
+
 def test_python39_zygote_can_confine_itself(task_root: Path) -> None:
     """The module imports and works, unchanged, under the oldest Python runtime."""
     if not os.path.exists(PY39):

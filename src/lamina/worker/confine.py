@@ -383,16 +383,7 @@ def _instance_plan(spec: ConfineSpec) -> list[_Step]:
     if opt:
         plan += _bind_ro(opt.encode(), _ROOT + b"/opt", "/opt")
 
-    uid, gid = int(spec["uid"]), int(spec["gid"])
-    user = (spec.get("user") or _DEFAULT_USER).encode()
-    passwd = b"root:x:0:0:root:/root:/sbin/nologin\n%s:x:%d:%d::/tmp:/sbin/nologin\n" % (
-        user, uid, gid)  # fmt: skip
-    group = b"root:x:0:\n%s:x:%d:\n" % (user, gid)
-    if uid != _NOBODY:
-        passwd += b"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
-    if gid != _NOBODY:
-        group += b"nogroup:x:65534:\n"
-    plan += [_write("/etc/passwd", passwd), _write("/etc/group", group)]
+    plan += [_write("/etc/passwd", _passwd(spec)), _write("/etc/group", _group(spec))]
     resolv = spec.get("resolv_conf")
     if resolv is not None:
         plan.append(_write("/etc/resolv.conf", resolv.encode()))
@@ -401,6 +392,24 @@ def _instance_plan(spec: ConfineSpec) -> list[_Step]:
     else:
         plan.append(_write("/etc/resolv.conf", b""))
     return plan
+
+
+def _passwd(spec: ConfineSpec) -> bytes:
+    uid, gid = int(spec["uid"]), int(spec["gid"])
+    user = (spec.get("user") or _DEFAULT_USER).encode()
+    passwd = b"root:x:0:0:root:/root:/sbin/nologin\n%s:x:%d:%d::/tmp:/sbin/nologin\n" % (
+        user, uid, gid)  # fmt: skip
+    if uid != _NOBODY:
+        passwd += b"nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n"
+    return passwd
+
+
+def _group(spec: ConfineSpec) -> bytes:
+    gid = int(spec["gid"])
+    group = b"root:x:0:\n%s:x:%d:\n" % ((spec.get("user") or _DEFAULT_USER).encode(), gid)
+    if gid != _NOBODY:
+        group += b"nogroup:x:65534:\n"
+    return group
 
 
 def _run(plan: list[_Step]) -> None:
@@ -451,10 +460,15 @@ class Prepared:
     faults it would cost) out of every child; `confine(spec)` also takes a plain spec.
     """
 
-    __slots__ = ("gid", "hostname", "plan", "uid")
+    __slots__ = ("from_template", "gid", "hostname", "plan", "uid")
 
     def __init__(self, spec: ConfineSpec) -> None:
-        self.plan = _EARLY + _instance_plan(spec) + _LATE + _ROOT_READ_ONLY
+        # On a zygote's root template (same binds) only the instance's own mounts are left.
+        self.from_template = _TEMPLATE_BINDS[0] == tuple(spec["ro_binds"])
+        if self.from_template:
+            self.plan = _templated_plan(spec)
+        else:
+            self.plan = _EARLY + _instance_plan(spec) + _LATE + _ROOT_READ_ONLY
         self.hostname: str = spec["hostname"]
         self.uid = int(spec["uid"])
         self.gid = int(spec["gid"])
@@ -477,15 +491,17 @@ def build_root(spec: ConfineSpec | Prepared) -> None:
     prepared = spec if isinstance(spec, Prepared) else Prepared(spec)  # before any change
     old_umask = os.umask(0)
     try:
-        _run(_PRIVATE)
-        try:
-            _run(_ROOT_TMPFS)
-        except ConfineError as e:
-            if e.errno != errno.ENOENT:
-                raise
-            _run(_MAKE_MOUNT_POINT)  # once per host
-            _run(_ROOT_TMPFS)
-        _run(prepared.plan)  # ends with / read-only: the instance writes to /tmp, /dev/shm
+        if not prepared.from_template:  # the whole root, on a tmpfs of this instance's own
+            _run(_PRIVATE)
+            try:
+                _run(_ROOT_TMPFS)
+            except ConfineError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+                _run(_MAKE_MOUNT_POINT)  # once per host
+                _run(_ROOT_TMPFS)
+        # (on a template: this namespace is a copy of the zygote's, already private)
+        _run(prepared.plan)  # the root ends read-only: the instance writes to /tmp, /dev/shm
     finally:
         os.umask(old_umask)
     # pivot_root(".", ".") stacks the old root on top of the new one; detaching "." drops it.
@@ -501,6 +517,88 @@ def build_root(spec: ConfineSpec | Prepared) -> None:
         os.chdir(b"/var/task")
     except OSError as e:
         raise ConfineError(e.errno or errno.EIO, "chdir /var/task") from e
+
+
+# --- 2b. the root template of a zygote ------------------------------------------------------
+#
+# Most of a root is the same for every instance of a runtime. A zygote builds that part once,
+# read-only, at ROOT_MOUNT_POINT in a mount namespace of its own; each instance's namespace
+# starts as a copy of it (copying a mount is far cheaper than making one), and only the
+# instance's own mounts are left to make: /tmp, its code, the runtime's packages, its
+# /etc/passwd and /etc/group (from a tiny tmpfs outside the new root, detached with the old
+# root), /proc and /dev/shm. ~12 steps instead of ~90.
+
+_STAGE = b"/run/lamina/stage"  # in each instance's namespace, a tmpfs for its /etc files
+_TEMPLATE_BINDS: list[tuple[str, ...] | None] = [None]  # the ro_binds the template holds
+
+
+def build_template(ro_binds: list[str] | tuple[str, ...]) -> None:
+    """In a zygote (root): move to a mount namespace of its own and build the template there.
+    Instances whose spec has the same `ro_binds` then start from it (see `Prepared`)."""
+    key = tuple(ro_binds)
+    if _unshare(CLONE_NEWNS) != 0:
+        _fail("unshare the zygote's mount namespace")
+    steps = _EARLY + _ro_bind_steps(key) + [_mkdir("/var/runtime")]
+    steps += [_touch("/etc/passwd"), _touch("/etc/group")]  # mount points for the instance's
+    if os.path.exists("/etc/resolv.conf"):  # the host's, live
+        steps += _bind_same("/etc/resolv.conf", is_dir=False)
+    else:
+        steps.append(_touch("/etc/resolv.conf"))
+    # /dev as every instance has it; /proc and /dev/shm are each instance's own
+    own = (_ROOT + b"/proc", _ROOT + b"/dev/shm")
+    steps += [step for step in _LATE if not (step[0] == _MOUNT and step[2] in own)]
+    old_umask = os.umask(0)
+    try:
+        _run(_PRIVATE)
+        try:
+            _run(_ROOT_TMPFS)
+        except ConfineError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            _run(_MAKE_MOUNT_POINT)
+            _run(_ROOT_TMPFS)
+        _run(steps)
+        _run(_ROOT_READ_ONLY)
+        try:  # noqa: SIM105
+            os.mkdir(_STAGE, 0o755)
+        except FileExistsError:
+            pass
+    finally:
+        os.umask(old_umask)
+    _TEMPLATE_BINDS[0] = key
+
+
+def _templated_plan(spec: ConfineSpec) -> list[_Step]:
+    """An instance's own mounts, on its copy of the zygote's template."""
+    size = b"size=%dm,mode=1777" % int(spec["ephemeral_mb"])
+    plan = [_mount_step("mount /tmp tmpfs", _ROOT + b"/tmp", b"tmp", b"tmpfs", _NOSUID_NODEV, size)]
+    plan += _bind_ro(spec["task_root"].encode(), _ROOT + b"/var/task", "/var/task")
+    runtime_dir = spec.get("runtime_dir")
+    if runtime_dir:
+        plan += _bind_ro(runtime_dir.encode(), _ROOT + b"/var/runtime", "/var/runtime")
+    opt = spec.get("opt")
+    if opt:
+        plan += _bind_ro(opt.encode(), _ROOT + b"/opt", "/opt")
+    files = {"passwd": _passwd(spec), "group": _group(spec)}
+    resolv = spec.get("resolv_conf")
+    if resolv is not None:
+        files["resolv.conf"] = resolv.encode()
+    stage_flags = _NOSUID_NODEV | MS_NOEXEC
+    plan.append(_mount_step("mount the /etc staging tmpfs", _STAGE, b"etc", b"tmpfs",
+                            stage_flags, b"size=16k,nr_inodes=8,mode=755"))  # fmt: skip
+    for name, data in files.items():
+        plan.append((_WRITE, "write /etc/" + name, _STAGE + b"/" + name.encode(), None, None,
+                     0o644, data))  # fmt: skip
+    plan.append(_mount_step("remount the /etc staging tmpfs read-only", _STAGE, None, None,
+                            _RO_BIND | stage_flags))  # fmt: skip
+    for name in files:
+        target = _ROOT + b"/etc/" + name.encode()
+        plan += _bind_ro(_STAGE + b"/" + name.encode(), target, "/etc/" + name)
+    proc_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    plan.append(_mount_step("mount /proc", _ROOT + b"/proc", b"proc", b"proc", proc_flags))
+    plan.append(_mount_step("mount /dev/shm tmpfs", _ROOT + b"/dev/shm", b"shm", b"tmpfs",
+                            _NOSUID_NODEV, b"size=64m,mode=1777"))  # fmt: skip
+    return plan
 
 
 # --- 3. hostname and privileges -------------------------------------------------------------

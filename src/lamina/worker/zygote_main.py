@@ -250,6 +250,10 @@ def _spawn(sock, request, fds):
         return
     if os.getppid() != _PARENT[0]:  # lamina died: requests still buffered are for nobody
         os._exit(0)
+    if _TEMPLATE_TRIED[0] is False:
+        binds = request.get("ro_binds") if blank else request["spec"].get("ro_binds")
+        if binds and not request.get("exec"):  # a Python runtime's: most instances here
+            _build_template(binds)
     try:
         if not blank:
             request["prepared"] = confine.prepare(request["spec"])  # checked before forking
@@ -277,6 +281,18 @@ def _spawn(sock, request, fds):
     _send_raw(sock, b'{"op": "spawned", "id": %d, "pid": %d}' % (request["id"], pid))
 
 
+def _build_template(binds):
+    """Once: the read-only part of every instance's root, in the zygote's own mount namespace
+    (confine.build_template). Without it each instance builds its whole root, as before."""
+    _TEMPLATE_TRIED[0] = True
+    try:
+        confine.build_template(binds)
+    except Exception as exc:  # logged; instances still confine themselves fully
+        with contextlib.suppress(OSError):
+            os.write(2, ("lamina: zygote root template failed: %s\n" % (exc,)).encode())
+    gc.freeze()
+
+
 def _reap(sock):
     while True:
         try:
@@ -290,6 +306,7 @@ def _reap(sock):
 
 
 _PIDNS = [-1]  # an fd for the zygote's own PID namespace
+_TEMPLATE_TRIED = [False]
 _PARENT = [0]  # lamina's pid
 
 
