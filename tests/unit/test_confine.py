@@ -552,12 +552,18 @@ def test_ro_binds_nested_and_below_tmp(task_root: Path, tmp_path: Path) -> None:
             sorted(os.listdir("/tmp")),
         ]
 
-    assert run_confined(spec, probe) == [
+    want = [
         "X = 1\n",
         errno.EROFS,
         0,
         sorted(["mine", str(tmp_path).split("/")[2]]),
     ]
+    assert run_confined(spec, probe) == want
+    # the same from a zygote's template: binds below /tmp are each instance's (its own /tmp
+    # would hide the template's), the others come with the template
+    got = in_a_templated_zygote(spec, probe)
+    assert got["from_template"]
+    assert got["probe"] == want
 
 
 @needs_root

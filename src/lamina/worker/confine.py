@@ -538,7 +538,7 @@ def build_template(ro_binds: list[str] | tuple[str, ...]) -> None:
     key = tuple(ro_binds)
     if _unshare(CLONE_NEWNS) != 0:
         _fail("unshare the zygote's mount namespace")
-    steps = _EARLY + _ro_bind_steps(key) + [_mkdir("/var/runtime")]
+    steps = _EARLY + _ro_bind_steps(_outside_tmp(key)[0]) + [_mkdir("/var/runtime")]
     steps += [_touch("/etc/passwd"), _touch("/etc/group")]  # mount points for the instance's
     if os.path.exists("/etc/resolv.conf"):  # the host's, live
         steps += _bind_same("/etc/resolv.conf", is_dir=False)
@@ -568,10 +568,20 @@ def build_template(ro_binds: list[str] | tuple[str, ...]) -> None:
     _TEMPLATE_BINDS[0] = key
 
 
+def _outside_tmp(ro_binds: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(binds the template can hold, binds below /tmp): the instance's own /tmp would hide
+    the latter, so each instance makes them after mounting it (a checkout under /tmp, say)."""
+    below = tuple(p for p in ro_binds if os.path.normpath(p).startswith("/tmp/"))
+    return tuple(p for p in ro_binds if p not in below), below
+
+
 def _templated_plan(spec: ConfineSpec) -> list[_Step]:
     """An instance's own mounts, on its copy of the zygote's template."""
     size = b"size=%dm,mode=1777" % int(spec["ephemeral_mb"])
     plan = [_mount_step("mount /tmp tmpfs", _ROOT + b"/tmp", b"tmp", b"tmpfs", _NOSUID_NODEV, size)]
+    below_tmp = _outside_tmp(tuple(spec["ro_binds"]))[1]
+    if below_tmp:
+        plan += _ro_bind_steps(below_tmp)
     plan += _bind_ro(spec["task_root"].encode(), _ROOT + b"/var/task", "/var/task")
     runtime_dir = spec.get("runtime_dir")
     if runtime_dir:
