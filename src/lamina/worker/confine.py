@@ -41,12 +41,8 @@ import ctypes
 import errno
 import os
 import stat
-
-# Not `typing`: it is ~0.8 MB of a zygote's heap, which every fork copies the page tables of.
-TYPE_CHECKING = False  # mypy takes any name TYPE_CHECKING as true: these blocks are its own
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any, NoReturn, TypedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 try:  # as lamina.worker.confine
     from . import seccomp as _bpf
@@ -68,24 +64,20 @@ __all__ = [
 ]
 
 
-if TYPE_CHECKING:
+class _SpecRequired(TypedDict):
+    task_root: str  # the function's code, bound read-only at /var/task
+    ephemeral_mb: int  # size of the private tmpfs /tmp
+    uid: int  # the unprivileged user the runtime runs as
+    gid: int
+    hostname: str
+    ro_binds: list[str]  # host paths bound read-only at the same path (interpreter, SDK, ...)
 
-    class _SpecRequired(TypedDict):
-        task_root: str  # the function's code, bound read-only at /var/task
-        ephemeral_mb: int  # size of the private tmpfs /tmp
-        uid: int  # the unprivileged user the runtime runs as
-        gid: int
-        hostname: str
-        ro_binds: list[str]  # host paths bound read-only at the same path (interpreter, SDK, ...)
 
-    class ConfineSpec(_SpecRequired, total=False):
-        opt: str | None  # bound read-only at /opt (layers); else /opt is an empty read-only dir
-        runtime_dir: str | None  # bound read-only at /var/runtime (the runtime's packages)
-        user: str  # the name of `uid` in /etc/passwd (default sbx_user1051)
-        resolv_conf: str  # contents of /etc/resolv.conf (default: the host's, bound read-only)
-
-else:
-    ConfineSpec = dict
+class ConfineSpec(_SpecRequired, total=False):
+    opt: str | None  # bound read-only at /opt (layers); else /opt is an empty read-only dir
+    runtime_dir: str | None  # bound read-only at /var/runtime (the runtime's packages)
+    user: str  # the name of `uid` in /etc/passwd (default sbx_user1051)
+    resolv_conf: str  # contents of /etc/resolv.conf (default: the host's, bound read-only)
 
 
 class ConfineError(OSError):

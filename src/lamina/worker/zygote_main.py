@@ -30,8 +30,6 @@ only the second half (confine, init, runtime) is left to do then. That keeps the
 cgroup attach (whose latency has a tail of tens of milliseconds on cgroup v1) off the path.
 """
 
-# `_socket`, not `socket` (whose enum wrappers are ~0.3 MB more heap for every fork to copy)
-import _socket as socket
 import contextlib
 import ctypes
 import gc
@@ -39,6 +37,7 @@ import json
 import os
 import select
 import signal
+import socket
 import struct
 import sys
 
