@@ -2,37 +2,33 @@
 
 A zygote forks one child per instance; the child calls, in this order:
 
-1. `enter_namespaces()`: unshare mount, PID, IPC and UTS namespaces and fork again, because a
-   new PID namespace only applies to children. It returns 0 in the grandchild (PID 1 of the new
-   namespace) and the grandchild's pid in the intermediate process, which should `os._exit(0)`.
-2. `confine(spec)` in the grandchild, which is `build_root` → `set_hostname` →
-   `drop_privileges` → `load_seccomp`:
+1. `enter_namespaces()`: unshare mount, PID, IPC and UTS namespaces and fork again (a new PID
+   namespace only applies to children): 0 in the grandchild (PID 1 of the new namespace), the
+   grandchild's pid in the intermediate process, which should `os._exit(0)`.
+2. `confine(spec)` in the grandchild: `build_root` → `set_hostname` → `drop_privileges` →
+   `load_seccomp`:
 
-   - `build_root(spec)` makes `/` private, builds a new root on a small tmpfs (read-only system
-     directories, a minimal `/etc`, the code at `/var/task`, `/opt`, a size-limited tmpfs `/tmp`,
-     a fresh `/proc`, a minimal `/dev`), makes it read-only, `pivot_root`s into it, detaches the
-     old root and changes to `/var/task`;
+   - `build_root(spec)` gives it a read-only root (system directories, a minimal `/etc`, the
+     code at `/var/task`, `/opt`, a size-limited tmpfs `/tmp`, a fresh `/proc`, a minimal
+     `/dev`), `pivot_root`s into it, detaches the old root and changes to `/var/task`. The part
+     that is the same for every instance is built once per zygote (`build_template`) and comes
+     with the instance's copy of the zygote's mount namespace; otherwise the whole root is made
+     on a small tmpfs of the instance's own;
    - `set_hostname(name)` needs CAP_SYS_ADMIN, so it comes before the drop;
    - `drop_privileges(uid, gid)` empties the supplementary groups, switches to the sandbox
-     uid/gid, empties every capability set (bounding set first, while it still can) and sets
-     no_new_privs;
-   - `load_seccomp()` installs the prebuilt classic-BPF deny list of `seccomp.py` (namespace
-     flags in clone, clone3 → ENOSYS, odd personalities, other ABIs).
+     uid/gid, empties every capability set (bounding set first) and sets no_new_privs;
+   - `load_seccomp()` installs the classic-BPF deny list of `seccomp.py`.
 
 `prepare(spec)`, called in the zygote before it forks, turns a spec into the exact steps;
 `confine` takes either. A failed step raises `ConfineError` (an OSError) naming the step; the
-instance is then half-built and must exit.
+instance is then half-built and must exit. Everything lives in the instance's own mount
+namespace: when its last process dies the kernel drops every mount; on the host remain only the
+empty mount point directories under `/run/lamina`, made once.
 
-Everything lives in the instance's own mount namespace: when its last process dies the kernel
-drops every mount, and nothing remains on the host but the empty mount point directory
-`/run/lamina/root`, made once.
-
-This module runs inside zygotes of every Python runtime version, so it is stdlib + ctypes only
-and imports and runs unchanged on Python 3.9 to 3.14. What does not depend on the instance (the
-seccomp program, the host's layout, static files, most of the mount plan) is prepared once at
-import, in the zygote: a freshly forked child pays a copy-on-write fault (~3 us on these VMs)
-for every page of the interpreter it writes to, so the per-instance path is a flat loop of
-syscalls over prebuilt bytes.
+Stdlib + ctypes only, unchanged on Python 3.9 to 3.14 (it runs in zygotes of every runtime).
+What does not depend on the instance is prepared at import, in the zygote: a forked child pays
+a copy-on-write fault (~3 us here) for every page it writes, so the per-instance path is a flat
+loop of syscalls over prebuilt bytes.
 """
 
 from __future__ import annotations
@@ -521,12 +517,9 @@ def build_root(spec: ConfineSpec | Prepared) -> None:
 
 # --- 2b. the root template of a zygote ------------------------------------------------------
 #
-# Most of a root is the same for every instance of a runtime. A zygote builds that part once,
-# read-only, at ROOT_MOUNT_POINT in a mount namespace of its own; each instance's namespace
-# starts as a copy of it (copying a mount is far cheaper than making one), and only the
-# instance's own mounts are left to make: /tmp, its code, the runtime's packages, its
-# /etc/passwd and /etc/group (from a tiny tmpfs outside the new root, detached with the old
-# root), /proc and /dev/shm. ~12 steps instead of ~90.
+# A zygote builds the part of the root that every instance of its runtime shares once,
+# read-only, in a mount namespace of its own; an instance's namespace starts as a copy of it
+# (copying a mount is far cheaper than making one) and only its own mounts are left to make.
 
 _STAGE = b"/run/lamina/stage"  # in each instance's namespace, a tmpfs for its /etc files
 _TEMPLATE_BINDS: list[tuple[str, ...] | None] = [None]  # the ro_binds the template holds
