@@ -477,6 +477,19 @@ def prepare(spec: ConfineSpec) -> Prepared:
     return Prepared(spec)
 
 
+def _mount_root_tmpfs() -> None:
+    """Make / private, then mount a fresh tmpfs at ROOT_MOUNT_POINT (its directory made once
+    per host)."""
+    _run(_PRIVATE)
+    try:
+        _run(_ROOT_TMPFS)
+    except ConfineError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        _run(_MAKE_MOUNT_POINT)
+        _run(_ROOT_TMPFS)
+
+
 def build_root(spec: ConfineSpec | Prepared) -> None:
     """Build the instance's root filesystem and `pivot_root` into it; cwd becomes /var/task.
 
@@ -488,14 +501,7 @@ def build_root(spec: ConfineSpec | Prepared) -> None:
     old_umask = os.umask(0)
     try:
         if not prepared.from_template:  # the whole root, on a tmpfs of this instance's own
-            _run(_PRIVATE)
-            try:
-                _run(_ROOT_TMPFS)
-            except ConfineError as e:
-                if e.errno != errno.ENOENT:
-                    raise
-                _run(_MAKE_MOUNT_POINT)  # once per host
-                _run(_ROOT_TMPFS)
+            _mount_root_tmpfs()
         # (on a template: this namespace is a copy of the zygote's, already private)
         _run(prepared.plan)  # the root ends read-only: the instance writes to /tmp, /dev/shm
     finally:
@@ -542,14 +548,7 @@ def build_template(ro_binds: list[str] | tuple[str, ...]) -> None:
     steps += [step for step in _LATE if not (step[0] == _MOUNT and step[2] in own)]
     old_umask = os.umask(0)
     try:
-        _run(_PRIVATE)
-        try:
-            _run(_ROOT_TMPFS)
-        except ConfineError as e:
-            if e.errno != errno.ENOENT:
-                raise
-            _run(_MAKE_MOUNT_POINT)
-            _run(_ROOT_TMPFS)
+        _mount_root_tmpfs()
         _run(steps)
         _run(_ROOT_READ_ONLY)
         try:  # noqa: SIM105
