@@ -46,6 +46,14 @@ def _uss_kib(pid: int) -> int | None:
     return sum(int(fields[k].split()[0]) for k in ("Private_Clean", "Private_Dirty") if k in fields)
 
 
+def _uid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return int(next(line for line in fh if line.startswith("Uid:")).split()[1])
+    except (OSError, StopIteration):
+        return None
+
+
 def instance_pids(server_pid: int) -> dict[str, list[int]]:
     """Each instance cgroup of that server, with its processes (init and runtime)."""
     found: dict[str, list[int]] = {}
@@ -53,7 +61,7 @@ def instance_pids(server_pid: int) -> dict[str, list[int]]:
         try:
             with open(procs) as fh:
                 pids = [int(p) for p in fh.read().split()]
-            if len(pids) > 1:  # one process: a blank (worker/blanks.py), not an instance yet
+            if not any(_uid(p) == 0 for p in pids):  # a blank's runtime waits as root
                 found[procs] = pids
         except OSError:
             continue

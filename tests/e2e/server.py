@@ -278,9 +278,8 @@ def run_dirs(server_pid: int | None = None) -> list[Path]:
 
 def instance_cgroups(server_pid: int | None = None) -> dict[str, list[int]]:
     """lamina's instance cgroups (every lamina's, or those of the server `server_pid`), keyed by
-    their path as /proc/<pid>/cgroup names it, with the host pids in each. Blanks (
-    sandboxes started ahead of need, see worker/blanks.py: the groups holding a single process)
-    are not instances yet and not listed."""
+    their path as /proc/<pid>/cgroup names it, with the host pids in each. Blanks (sandboxes
+    started ahead of need, see worker/blanks.py) are not instances yet and not listed."""
     name = "run-*" if server_pid is None else f"run-{server_pid}-*"
     base = CGROUP_FS if cgroup_v2() else CGROUP_FS / "pids"
     pattern = f"**/lamina/{name}/*/cgroup.procs" if cgroup_v2() else f"lamina/{name}/*/cgroup.procs"
@@ -290,10 +289,25 @@ def instance_cgroups(server_pid: int | None = None) -> dict[str, list[int]]:
             pids = [int(p) for p in procs.read_text().split()]
         except FileNotFoundError:  # removed while we looked
             continue
-        if len(pids) == 1:  # a blank: not (yet) an instance (instances hold init + runtime)
+        if is_blank(pids):
             continue
         out["/" + procs.parent.relative_to(base).as_posix()] = pids
     return out
+
+
+def is_blank(pids: list[int]) -> bool:
+    """Whether a lamina group's processes are a blank, not (yet) an instance: a blank's runtime
+    waits as root for its function, while both processes of an instance (init and runtime) run
+    as the instance's uid."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                uids = next(line for line in fh if line.startswith("Uid:")).split()[1:]
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+        if uids[0] == "0":
+            return True
+    return False
 
 
 def pid_exists(pid: int, zombie_is_gone: bool = False) -> bool:

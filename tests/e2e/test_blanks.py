@@ -10,7 +10,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.e2e.server import CGROUP_FS, Server, cgroup_v2, create, run_dirs
+from tests.e2e.server import CGROUP_FS, Server, cgroup_v2, create, is_blank, run_dirs
 
 WHERE = """
 import os, socket
@@ -25,15 +25,15 @@ def _health(server: Server) -> dict[str, Any]:
         return dict(json.load(resp)["sandbox"]["blanks"])
 
 
-def _groups(server: Server) -> dict[str, int]:
-    """Every group of this lamina's run (instances and blanks): processes in each."""
+def _groups(server: Server) -> dict[str, list[int]]:
+    """Every group of this lamina's run (instances and blanks): the processes in each."""
     out = {}
     for run in run_dirs(server.pid):
         if "pids" not in run.parts and not cgroup_v2():
             continue
         for group in run.iterdir():
             try:
-                out[group.name] = len((group / "cgroup.procs").read_text().split())
+                out[group.name] = [int(p) for p in (group / "cgroup.procs").read_text().split()]
             except (FileNotFoundError, NotADirectoryError):  # a file, or a group just removed
                 continue
     return out
@@ -59,8 +59,10 @@ def test_cold_starts_take_blanks_that_become_confined_instances(fresh_server: Se
     create(lam, "blank-first", WHERE)
     json.loads(lam.invoke(FunctionName="blank-first")["Payload"].read())  # starts the zygote
     _wait(lambda: _health(fresh_server)["ready"] == 4)  # refilled once cold starts pause
-    blanks = {g for g, n in _groups(fresh_server).items() if n == 1}
-    assert len(blanks) == 4, _groups(fresh_server)
+    groups = _groups(fresh_server)
+    blanks = {g for g, pids in groups.items() if is_blank(pids)}
+    assert len(blanks) == 4, groups
+    assert all(len(groups[g]) == 2 for g in blanks), groups  # init and the runtime-to-be
 
     before = _health(fresh_server)["taken"]
     create(lam, "blank-second", WHERE, MemorySize=512)
@@ -72,7 +74,8 @@ def test_cold_starts_take_blanks_that_become_confined_instances(fresh_server: Se
     assert 20000 <= out["uid"] < 30000
     # the placeholder limit became the function's
     assert _memory_limit_mb(fresh_server, group) == 512
-    assert _groups(fresh_server)[group] == 2  # init and runtime: an instance now
+    assert len(_groups(fresh_server)[group]) == 2  # init and runtime: an instance now
+    assert not is_blank(_groups(fresh_server)[group])  # both run as the instance's uid
     _wait(lambda: _health(fresh_server)["ready"] == 4)  # and a new blank took its place
 
 
@@ -83,4 +86,5 @@ def test_no_blanks_when_turned_off(fresh_server: Server) -> None:
     lam.invoke(FunctionName="blank-off")
     time.sleep(0.3)
     assert _health(fresh_server) == {"ready": 0, "taken": 0}
-    assert all(n == 2 for n in _groups(fresh_server).values()), _groups(fresh_server)
+    groups = _groups(fresh_server)
+    assert all(len(p) == 2 and not is_blank(p) for p in groups.values()), groups

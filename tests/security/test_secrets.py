@@ -38,8 +38,11 @@ def handler(event, context):
                     found.append(hex(start))
     environ = {}
     for path in ("/proc/self/environ", "/proc/1/environ"):
-        with open(path, "rb") as fh:
-            environ[path] = [kv.split(b"=")[0].decode() for kv in fh.read().split(b"\\0") if kv]
+        try:
+            with open(path, "rb") as fh:
+                environ[path] = [kv.split(b"=")[0].decode() for kv in fh.read().split(b"\\0") if kv]
+        except PermissionError:  # init is not dumpable: its /proc files are root's
+            environ[path] = []
     return {"found": found, "environ": environ, "lamina_vars": sorted(
         k for k in os.environ if k.startswith("LAMINA_"))}
 """

@@ -7,6 +7,7 @@ and the host's processes are not there to be found, by path or through /proc/<pi
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -230,24 +231,29 @@ def test_host_processes_are_invisible(lam: Any, canary: Canary, server: Server) 
 PROC_ROOT = (
     PROBE
     + """
+import socket
+
 def handler(event, context):
     data_dir = event["data_dir"]
+    me = str(os.getpid())
     return {
+        "group": socket.gethostname().removeprefix("sandbox-"),
         "root": sorted(os.listdir("/")),
-        "proc1_root": sorted(os.listdir("/proc/1/root")),
-        "every_root": {p: sorted(os.listdir("/proc/%s/root" % p))
-                       for p in os.listdir("/proc") if p.isdigit()},
         "self_root": sorted(os.listdir("/proc/self/root")),
-        "dotdot": sorted(os.listdir("/proc/1/root/../../..")),
-        "shadow": os.path.exists("/proc/1/root/etc/shadow"),
-        "data_dir": os.path.exists("/proc/1/root" + data_dir + "/code"),
-        "db": [p for p in (os.listdir("/proc/1/root" + data_dir)
-               if os.path.isdir("/proc/1/root" + data_dir) else [])],
-        "etc": sorted(os.listdir("/proc/1/root/etc")),
-        "cwd": os.readlink("/proc/1/cwd"),
-        "root_link": os.readlink("/proc/1/root"),
-        "home": attempt(os.listdir, "/proc/1/root/home"),
-        "work": attempt(os.listdir, "/proc/1/root/work/main/src"),
+        "own_root": sorted(os.listdir("/proc/%s/root" % me)),
+        "dotdot": sorted(os.listdir("/proc/self/root/../../..")),
+        "others": [p for p in os.listdir("/proc") if p.isdigit() and p != me],
+        "init_root": attempt(os.listdir, "/proc/1/root"),
+        "init_cwd": attempt(os.readlink, "/proc/1/cwd"),
+        "shadow": os.path.exists("/proc/self/root/etc/shadow"),
+        "data_dir": os.path.exists("/proc/self/root" + data_dir + "/code"),
+        "db": [p for p in (os.listdir("/proc/self/root" + data_dir)
+               if os.path.isdir("/proc/self/root" + data_dir) else [])],
+        "etc": sorted(os.listdir("/proc/self/root/etc")),
+        "cwd": os.readlink("/proc/self/cwd"),
+        "root_link": os.readlink("/proc/self/root"),
+        "home": attempt(os.listdir, "/proc/self/root/home"),
+        "work": attempt(os.listdir, "/proc/self/root/work/main/src"),
     }
 """
 )
@@ -256,14 +262,24 @@ def handler(event, context):
 def test_proc_root_leads_only_to_the_sandbox_root(lam: Any, canary: Canary, server: Server) -> None:
     with function(lam, unique("proc-root"), PROC_ROOT) as name:
         res = result(invoke(lam, name, {"data_dir": str(server.data_dir)}))
-        assert res["proc1_root"] == res["root"] == res["self_root"] == res["dotdot"]
-        assert res["every_root"] and all(r == res["root"] for r in res["every_root"].values())
+        assert res["self_root"] == res["root"] == res["own_root"] == res["dotdot"]
         assert res["root_link"] == "/" and res["cwd"] == "/var/task"
         assert res["shadow"] is False and "shadow" not in res["etc"]
         assert res["data_dir"] is False
         assert res["db"] in ([], ["runtime"]), res  # at most the runtime's SDK, bound read-only
         assert res["home"][0] == "FileNotFoundError"
         assert res["work"][0] == "FileNotFoundError"
+        # The only other process is the instance's init, which is not dumpable: its root and
+        # cwd are not the runtime's to follow.
+        assert res["others"] == ["1"], res["others"]
+        assert res["init_root"] == res["init_cwd"] == ["PermissionError", "EACCES"], res
+        # From the host: init's root is the instance's root too (the runtime's pivot_root moved
+        # it), not the host's, in case anything ever reaches it.
+        groups = [pids for g, pids in server.instance_cgroups().items() if g.endswith(res["group"])]
+        assert len(groups) == 1 and len(groups[0]) == 2, groups
+        roots = {(st.st_dev, st.st_ino) for st in (os.stat(f"/proc/{p}/root") for p in groups[0])}
+        host = os.stat("/")
+        assert len(roots) == 1 and (host.st_dev, host.st_ino) not in roots, roots
         # The minimal root, plus the top-level directories of the host paths lamina binds
         # read-only at the same path for the runtime (interpreter installation, SDK): those
         # depend on where this checkout and its interpreter live, so they are derived, not listed.

@@ -1,20 +1,23 @@
 """Blank instances: sandboxes half-started ahead of need, so a cold start skips that half.
 
 A cold start of a confined instance forks from the zygote, attaches the child to its cgroups,
-enters its network namespace and unshares its mount/IPC/UTS namespaces before it confines
-itself and runs the runtime. None of that first half depends on the function, and on cgroup v1
+enters its network namespace, unshares its mount/IPC/UTS namespaces and forks the runtime
+(the first child stays as the instance's init) before the runtime confines itself and runs.
+None of that first half depends on the function, and on cgroup v1
 the attach has a latency tail of tens of milliseconds (a write to `cgroup.procs` waits for an
 RCU grace period). So for each interpreter that has started an instance, lamina keeps a few
-*blanks*: processes that did the first half and wait on a socket of their own. A cold start
+*blanks*: instances that did the first half and wait on a socket of their own. A cold start
 takes one (`take`), sets its cgroup limits to the function's, sends it the function
 (`activate`), and a background task makes a replacement.
 
 A blank holds a cgroup (named as the instance it will become, `i…`, with placeholder limits
 until activated), a network namespace of the default `egress` kind with the Runtime API socket
-already listening in it, and one process (a blank is the one lamina group holding a single
-process; an instance holds its init and its runtime). Functions without network take the
-ordinary path. A blank whose zygote died is discarded, and blanks go away with the instances
-when lamina is idle: an interpreter whose last cold start is `idle_timeout` old keeps none.
+already listening in it, the uid of the instance it will become, and two processes: its init,
+already running as that uid, and its runtime-to-be, still root until it has its function and
+confines itself (that root process is how a blank's group is told from an instance's).
+Functions without network take the ordinary path. A blank whose zygote died is discarded, and
+blanks go away with the instances when lamina is idle: an interpreter whose last cold start is
+`idle_timeout` old keeps none.
 
 Nothing on the cold path takes the cgroup mutex (no mkdir, attach or rename): that lock is
 where refills and concurrent cold starts would otherwise wait for each other.
@@ -51,6 +54,7 @@ log = logging.getLogger("lamina.sandbox")
 class Blank:
     name: str
     pid: int
+    uid: int  # the instance's uid: its init already runs as it
     cgroup: cgroups.InstanceCgroup
     netns: Netns
     listener: socket.socket  # the Runtime API socket, listening inside `netns`
@@ -173,14 +177,19 @@ class BlankPool:
         host = self.host
         name = host.name()  # the instance it will become
         pool = host.pools["egress"]
-        ns = pool.acquire()
+        uid = host.uid()  # init takes it at once: the instance's from the start
+        try:
+            ns = pool.acquire()
+        except BaseException:
+            host.release_uid(uid)
+            raise
         cg: cgroups.InstanceCgroup | None = None
         listener: socket.socket | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener = ns.listen("127.0.0.1", self.port)
             cg = await asyncio.to_thread(host.cgroups.create, name, PLACEHOLDER)
-            request = {"op": "blank", "procs": cg.procs_paths(), "netns": ns.path}
+            request = {"op": "blank", "procs": cg.procs_paths(), "netns": ns.path, "uid": uid}
             if interpreter in self._ro_binds:
                 request["ro_binds"] = self._ro_binds[interpreter]
             zygote = host.zygotes.get(interpreter)
@@ -188,7 +197,8 @@ class BlankPool:
             theirs.close()
             ours.setblocking(False)
             # The zygote answers once it has forked; the blank says "r" once it is in its
-            # cgroups and namespaces (EOF: it failed, and its error is in lamina's log).
+            # cgroups and namespaces with its init forked (EOF: it failed, and its error is in
+            # lamina's log).
             if await asyncio.get_running_loop().sock_recv(ours, 1) != b"r":
                 raise RuntimeError(f"blank {name} exited while setting up")
             ours.setblocking(True)
@@ -199,11 +209,12 @@ class BlankPool:
             if cg is not None:
                 await asyncio.to_thread(_remove, cg)
             pool.release(ns)
+            host.release_uid(uid)
             raise
         finally:
             theirs.close()
         self.made += 1
-        return Blank(name, pid, cg, ns, listener, ours, zygote.watch(pid))
+        return Blank(name, pid, uid, cg, ns, listener, ours, zygote.watch(pid))
 
     def _discard_later(self, blank: Blank) -> None:
         task = asyncio.get_running_loop().create_task(self._discard(blank))
@@ -217,6 +228,7 @@ class BlankPool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(blank.exited), 5.0)
         self.host.pools["egress"].release(blank.netns)
+        self.host.release_uid(blank.uid)
 
     async def close(self) -> None:
         self._closed = True

@@ -172,7 +172,7 @@ class IsolatedSandbox:
 
     async def start(self, spec: SandboxSpec) -> None:
         assert self._netns is not None
-        self._uid = self.host.uid()
+        self._uid = self._blank.uid if self._blank is not None else self.host.uid()
         limits = cgroups.Limits(memory_mb=spec.memory_mb, pids_max=PIDS_MAX)
         if self._cgroup is None:
             self._cgroup = self.host.cgroups.create(self.name, limits)

@@ -16,18 +16,21 @@ socket (fd in argv[1]):
 
 Messages are a 4-byte big-endian length and JSON; the fds travel as SCM_RIGHTS.
 
-A spawn: new PID namespace for the next child, fork (the instance is PID 1 of it; the zygote
-then points its own next child back at its PID namespace, so one fork suffices) -> new
-session -> join the instance's cgroups -> enter its network namespace -> stdout/stderr to the
-log pipe -> new mount/IPC/UTS namespaces -> confine (minimal read-only root, /var/task, sized
-/tmp, /proc, unprivileged uid, no capabilities, no_new_privs, seccomp) -> run the runtime:
-the already imported bootstrap for Python, an exec of the package's `bootstrap` for custom
-runtimes. The zygote reaps every instance (its direct children) and reports how each ended.
+A spawn: new PID namespace for the next child, fork (the instance's init, PID 1 of it; the
+zygote then points its own next child back at its PID namespace) -> new session -> join the
+instance's cgroups -> enter its network namespace -> new mount/IPC/UTS namespaces -> fork the
+runtime (PID 2; init drops to the instance's uid and only reaps from then on) -> in the
+runtime: stdout/stderr to the log pipe -> confine (minimal read-only root, /var/task, sized
+/tmp, /proc, unprivileged uid, no capabilities, no_new_privs, seccomp) -> run the runtime: the
+already imported bootstrap for Python, an exec of the package's `bootstrap` for custom
+runtimes. The zygote reaps every instance's init (its direct children), which ends with the
+runtime, and reports how each ended.
 
 A blank does the first half ahead of need (fork, session, cgroups, network namespace, new
-mount/IPC/UTS namespaces) and then waits; lamina hands it a function on the cold path, and
-only the second half (confine, init, runtime) is left to do then. That keeps the fork and the
-cgroup attach (whose latency has a tail of tens of milliseconds on cgroup v1) off the path.
+mount/IPC/UTS namespaces, the runtime's fork) and then waits; lamina hands it a function on
+the cold path, and only the second half (confine, runtime) is left to do then. That keeps the
+forks and the cgroup attach (whose latency has a tail of tens of milliseconds on cgroup v1)
+off the path.
 """
 
 import contextlib
@@ -124,6 +127,31 @@ def _close_from_3():
         os.closerange(3, 65536)
 
 
+def _split(uid):
+    """Fork the runtime; the calling process, PID 1 of the instance, stays behind as its init
+    and never returns from here.
+
+    The fork comes before any confinement work, so init has written almost nothing when the
+    runtime is copied from it: the pages the confinement writes are copied once (in the
+    runtime), not once in init and again in the runtime. Init shares the runtime's mount, IPC
+    and UTS namespaces (the runtime's `pivot_root` moves init into the new root too) and drops
+    to the instance's uid with no capabilities at once."""
+    runtime = os.fork()
+    if runtime == 0:
+        return
+    gc.disable()  # init allocates nearly nothing; every page it writes is a private copy
+    try:
+        _syscall(SYS_CLOSE_RANGE, 3, 0xFFFFFFFF, 0)  # the zygote's socket, the runtime's fds
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # leaving uid 0 empties the capability sets
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(2, ("lamina: instance init failed: %s\n" % (exc,)).encode())
+        os._exit(126)  # the kernel kills the runtime with the namespace
+    _init(runtime)
+
+
 def _init(runtime):
     """PID 1 of an instance: reap every orphan, and end with the runtime.
 
@@ -131,7 +159,6 @@ def _init(runtime):
     handler's `os.kill(os.getpid(), SIGKILL)` has to kill it, as on Lambda). When the runtime
     ends, init exits with its status — 128 + N when signal N killed it, as a shell reports it —
     and the kernel kills whatever else is left in the namespace."""
-    gc.disable()  # init allocates nearly nothing; every page it writes is a private copy
     wait = os.wait
     while True:
         try:
@@ -173,21 +200,16 @@ def _enter(request):
         _setns(request["netns"])
 
 
-def _become(request, log_fd, env_fd, unshared):
-    """In the forked child, after `_enter`: confine, fork the init, run the runtime."""
+def _become(request, log_fd, env_fd):
+    """In the runtime, forked by `_split`: confine, then run the runtime."""
     env = _read_env(env_fd)
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     _close_from_3()
-    if not unshared:
-        _check(_libc.unshare(CLONE_NEWNS_IPC_UTS), "unshare mount/ipc/uts namespaces")
     confine.confine(request["prepared"])
     null = os.open("/dev/null", os.O_RDONLY)  # the sandbox's own, not a handle from outside
     os.dup2(null, 0)
     os.close(null)
-    runtime = os.fork()
-    if runtime:
-        _init(runtime)  # PID 1 stays a minimal init; the runtime runs as PID 2
     os.environ.clear()
     os.environ.update(env)
     argv = request.get("exec")
@@ -202,17 +224,26 @@ def _become(request, log_fd, env_fd, unshared):
 
 
 def _instance(request, log_fd, env_fd):
-    """In the forked child: become the instance. Never returns."""
-    _run_child(lambda: (_enter(request), _become(request, log_fd, env_fd, False)))
+    """In the forked child: become the instance's init, and fork its runtime. Never returns."""
+
+    def body():
+        _enter(request)
+        _check(_libc.unshare(CLONE_NEWNS_IPC_UTS), "unshare mount/ipc/uts namespaces")
+        _split(request["prepared"].uid)
+        _become(request, log_fd, env_fd)
+
+    _run_child(body)
 
 
 def _blank(request, ctl_fd):
-    """In the forked child: a blank instance, already in its cgroups and namespaces, waiting
-    on its own control socket for the function it is to become. Never returns."""
+    """In the forked child: a blank instance, already in its cgroups and namespaces, its init
+    and its runtime-to-be forked, waiting on its own control socket for the function it is to
+    become. Never returns."""
 
     def wait_then_become():
         _enter(request)
         _check(_libc.unshare(CLONE_NEWNS_IPC_UTS), "unshare mount/ipc/uts namespaces")
+        _split(request["uid"])
         ctl = socket.socket(fileno=ctl_fd)
         ctl.sendall(b"r")  # ready: in its cgroups and namespaces (lamina waits for this)
         activation, fds = _recv(ctl)
@@ -220,7 +251,7 @@ def _blank(request, ctl_fd):
         if activation is None or len(fds) != 2:
             os._exit(0)  # lamina retired the blank (or went away)
         activation["prepared"] = confine.prepare(activation["spec"])
-        _become(activation, fds[0], fds[1], True)
+        _become(activation, fds[0], fds[1])
 
     _run_child(wait_then_become)
 
