@@ -213,6 +213,9 @@ def zip_source(source: str) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+_OWN_RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
 def create(
     client: RawClient,
     name: str,
@@ -226,7 +229,7 @@ def create(
             "MemorySize": memory,
             "Timeout": timeout,
             "FunctionName": name,
-            "Runtime": runtime or f"python{sys.version_info.major}.{sys.version_info.minor}",
+            "Runtime": runtime or _OWN_RUNTIME,
             "Handler": "app.handler",
             "Role": BENCH_ROLE,
             "Code": {"ZipFile": code_b64},
@@ -244,7 +247,7 @@ def invoke_path(name: str) -> str:
 def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     client = RawClient(host, port)
     code = zip_source(NOOP)
-    create(client, "bench-noop", code, args.memory)
+    create(client, "bench-noop", code, args.memory, args.runtime)
     path = invoke_path("bench-noop")
 
     health = []
@@ -293,7 +296,7 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     cold, init = [], []
     for i in range(args.cold):
         name = f"bench-cold-{i}"
-        create(client, name, code, args.memory)
+        create(client, name, code, args.memory, args.runtime)
         t = time.perf_counter()
         status, hdrs, _ = client.request(
             "POST", invoke_path(name), b"{}", {"X-Amz-Log-Type": "Tail"}
@@ -306,7 +309,7 @@ def measure(host: str, port: int, args: argparse.Namespace) -> dict[str, Any]:
     client.close()
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "function": {"runtime": "python", "memory_mb": args.memory},
+        "function": {"runtime": args.runtime or _OWN_RUNTIME, "memory_mb": args.memory},
         "baseline_health_ms": summary(health),
         "warm_ms": summary(warm),
         "throughput": {
@@ -390,7 +393,7 @@ def interleaved_warm(args: argparse.Namespace) -> dict[str, Any]:
         try:
             clients = [RawClient(host, port) for _proc, host, port in servers]
             for c in clients:
-                create(c, "bench-noop", zip_source(NOOP), args.memory)
+                create(c, "bench-noop", zip_source(NOOP), args.memory, args.runtime)
                 for _ in range(50):
                     c.request("POST", invoke_path("bench-noop"), b"{}")
             times: list[list[float]] = [[] for _ in modes]

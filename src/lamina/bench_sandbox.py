@@ -92,7 +92,7 @@ def measure(client: Any, server_pid: int, args: argparse.Namespace, helpers: Any
     noop_zip = helpers.zip_source(noop)
     n = args.rate_instances
     for i in range(n):
-        helpers.create(client, f"bench-rate-{i}", noop_zip, args.memory)
+        helpers.create(client, f"bench-rate-{i}", noop_zip, args.memory, args.runtime)
     queue = list(range(n))
     lock = threading.Lock()
     failures = [0]
@@ -128,7 +128,7 @@ def measure(client: Any, server_pid: int, args: argparse.Namespace, helpers: Any
     extra = max(0, args.idle - n)
     for i in range(extra):
         name = f"bench-idle-{i}"
-        helpers.create(client, name, noop_zip, args.memory)
+        helpers.create(client, name, noop_zip, args.memory, args.runtime)
         client.request("POST", helpers.invoke_path(name), b"{}")
     time.sleep(0.5)
     groups = instance_pids(server_pid)

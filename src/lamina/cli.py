@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-instances", type=int, default=300, help="sandboxes for the rate run")
     p.add_argument("--rate-concurrency", type=int, default=8)
     p.add_argument("--idle", type=int, default=1000, help="idle warm instances to hold at once")
+    p.add_argument(
+        "--runtime",
+        default=None,
+        help="runtime of the no-op function (default: lamina's own Python's, e.g. python3.11)",
+    )
     return parser
 
 

@@ -162,7 +162,11 @@ def make_zip(files: dict[str, str | bytes], modes: dict[str, int] | None = None)
 
 
 def python_runtime() -> str:
-    return f"python{sys.version_info.major}.{sys.version_info.minor}"
+    """The runtime of the tests' Python functions: the tests' own Python's, or the one
+    LAMINA_TEST_RUNTIME names (e.g. python3.13, to run the suite against another zygote)."""
+    return os.environ.get("LAMINA_TEST_RUNTIME") or (
+        f"python{sys.version_info.major}.{sys.version_info.minor}"
+    )
 
 
 def signed(

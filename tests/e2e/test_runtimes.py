@@ -25,17 +25,27 @@ from tests.e2e.server import ROLE, Server, create, invoke
 PYTHON_RUNTIMES = [f"python3.{minor}" for minor in range(9, 15)]
 
 VERSION_CODE = """
-import logging, os, sys
+import gc, json, logging, os, sys, threading
 def handler(event, context):
     logging.getLogger().warning("runtime %s", sys.version_info[:2])
     if event.get("fail"):
         raise KeyError(event["fail"])
+    # On 3.12+ the zygote's objects are immortal in here: a full collection over them, and a
+    # thread, must work as anywhere else.
+    gc.unfreeze()
+    gc.collect()
+    box = []
+    worker = threading.Thread(target=lambda: box.append(json.dumps({"ok": [1, 2]})))
+    worker.start()
+    worker.join()
     return {
         "version": list(sys.version_info[:2]),
         "full_version": sys.version,
         "executable": sys.executable,
         "execution_env": os.environ.get("AWS_EXECUTION_ENV"),
         "event": event,
+        "thread": box,
+        "refcount_json_dumps": sys.getrefcount(json.dumps),  # an object the zygote held
     }
 """
 
@@ -44,6 +54,15 @@ def health(server: Server) -> dict[str, Any]:
     with urllib.request.urlopen(server.url + "/_lamina/health", timeout=10) as resp:
         data: dict[str, Any] = json.load(resp)
     return data
+
+
+def health_zygote(server: Server, interpreter: str) -> dict[str, Any]:
+    """The health endpoint's entry for the zygote of `interpreter` (what its sys.executable
+    says inside an instance)."""
+    zygotes = health(server)["sandbox"]["zygotes"]
+    found = [z for path, z in zygotes.items() if os.path.realpath(path) == interpreter]
+    assert len(found) == 1, (interpreter, zygotes)
+    return dict(found[0])
 
 
 def invoke_json(lam: Any, name: str, payload: Any) -> dict[str, Any]:
@@ -86,6 +105,17 @@ def test_every_installed_python_runtime_runs_its_version(server: Server, lam: An
         assert got["execution_env"] == f"AWS_Lambda_{runtime}"
         assert got["event"] == {"runtime": runtime, "ü": "ok"}
         assert os.access(got["executable"], os.X_OK)
+        assert got["thread"] == ['{"ok": [1, 2]}']
+        # Python 3.12+: the zygote made its objects immortal (reference counts stop writing to
+        # pages shared with every instance); before 3.12 there is no such thing.
+        zygote = health_zygote(server, os.path.realpath(got["executable"]))
+        if (major, minor) >= (3, 12):
+            assert got["refcount_json_dumps"] >= 2**30, got
+            assert zygote["immortal"] > 10_000, zygote
+        else:
+            assert got["refcount_json_dumps"] < 2**30, got
+            assert zygote["immortal"] == 0, zygote
+        assert zygote["python"].startswith(f"{major}.{minor}."), zygote
         # the error path and the logging hook work on every version too
         name = "rt-" + runtime.replace(".", "-")
         out = lam.invoke(FunctionName=name, Payload=b'{"fail": "k"}', LogType="Tail")

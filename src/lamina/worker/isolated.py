@@ -119,7 +119,10 @@ class IsolationHost:
         return {
             "cgroup_version": self.cgroups.version,
             "egress_beyond_host": self.network.egress_beyond_host,
-            "zygotes": {z.interpreter: {"restarts": z.restarts} for z in self.zygotes.all()},
+            "zygotes": {
+                z.interpreter: {"restarts": z.restarts, "python": z.python, "immortal": z.immortal}
+                for z in self.zygotes.all()
+            },
             "blanks": {
                 "ready": self.blanks.ready() if self.blanks else 0,
                 "taken": self.blanks.taken if self.blanks else 0,

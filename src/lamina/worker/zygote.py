@@ -48,6 +48,8 @@ class Zygote:
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self.restarts = 0
+        self.python = ""  # the interpreter's version, once it is ready
+        self.immortal = 0  # objects it made immortal (Python 3.12+): shared after every fork
 
     @property
     def alive(self) -> bool:
@@ -137,6 +139,8 @@ class Zygote:
     def _dispatch(self, msg: dict[str, Any]) -> None:
         op = msg.get("op")
         if op == "ready":
+            self.python = ".".join(str(part) for part in msg.get("python") or ())
+            self.immortal = int(msg.get("immortal") or 0)
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
         elif op == "spawned":
