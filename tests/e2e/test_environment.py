@@ -62,3 +62,49 @@ def test_a_function_module_named_like_lamina_internals_is_its_own(lam: Any) -> N
         create(lam, f"env-own-{module}", {f"{module}.py": handler}, Handler=f"{module}.handler")
         out = invoke(lam, f"env-own-{module}", {})
         assert out["json"] == f"{module}:/var/task/{module}.py", out["body"]
+
+
+ENV_VIEWS = """
+import ctypes, os, subprocess
+
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+
+def child_env():
+    out = subprocess.run(["/usr/bin/env", "-0"], capture_output=True, check=True).stdout
+    return dict(kv.split("=", 1) for kv in out.decode().split("\\0") if kv)
+
+def handler(event, context):
+    first = {"python": dict(os.environ), "child": child_env(),
+             "environb": {k.decode(): v.decode() for k, v in os.environb.items()},
+             "getenv": {k: (libc.getenv(k.encode()) or b"").decode() for k in os.environ}}
+    os.environ["ADDED_HERE"] = "yes"
+    os.environ.pop("MY_SETTING", None)
+    os.environ["OTHER_SETTING"] = "changed"
+    trace = libc.getenv(b"_X_AMZN_TRACE_ID").decode()
+    return {"first": first, "then": child_env(), "trace_c": trace}
+"""
+
+
+def test_every_view_of_the_environment_agrees(lam: Any) -> None:
+    """The instance's environment is set once for C and for os.environ (worker/zygote_main.py
+    `_set_environ`): getenv, os.environ, os.environb and a child process all see the same
+    variables, and a handler's changes reach the children it starts, as with any process."""
+    variables = {"MY_SETTING": "hello world", "OTHER_SETTING": "ü=1", "EMPTY": ""}
+    create(lam, "env-views", ENV_VIEWS, Environment={"Variables": variables})
+    out = invoke(lam, "env-views", {})["json"]
+    first = out["first"]
+    python = first["python"]
+    assert {k: python[k] for k in variables} == variables
+    assert python["AWS_LAMBDA_FUNCTION_NAME"] == "env-views"
+    assert first["environb"] == python
+    assert first["getenv"] == python
+    child = dict(first["child"])
+    assert child == python, set(child.items()) ^ set(python.items())
+    then = out["then"]
+    assert then["ADDED_HERE"] == "yes" and "MY_SETTING" not in then
+    assert then["OTHER_SETTING"] == "changed" and then["EMPTY"] == ""
+    assert out["trace_c"] == python["_X_AMZN_TRACE_ID"] != ""
+    # a second invoke of the same instance: the trace id changes for C as well
+    again = invoke(lam, "env-views", {})["json"]
+    assert again["trace_c"] == again["first"]["python"]["_X_AMZN_TRACE_ID"] != out["trace_c"]

@@ -3,9 +3,9 @@
 Runs as its own process, under the interpreter of the runtime it serves (python3.9 ... 3.14, or
 lamina's own for `provided` runtimes), so it is standard library only and runs on Python 3.9+.
 It imports lamina's Python bootstrap and the confinement code once, freezes the heap
-(`gc.freeze()`, so forked instances share it copy-on-write), makes it immortal on Python 3.12+
-(`_immortalize`: reference counts no longer write to its pages), then serves lamina over a Unix
-socket (fd in argv[1]):
+(`gc.freeze()`, so forked instances share it copy-on-write), makes it immortal on Python 3.12
+and 3.13 (`_immortalize`: reference counts no longer write to its pages), then serves lamina
+over a Unix socket (fd in argv[1]):
 
     lamina -> zygote   {"op": "spawn", "id", "spec", "procs", "netns", "exec"} + 2 fds: the log
                        pipe, and a pipe holding the environment (read only by the instance)
@@ -212,8 +212,6 @@ def _become(request, log_fd, env_fd):
     null = os.open("/dev/null", os.O_RDONLY)  # the sandbox's own, not a handle from outside
     os.dup2(null, 0)
     os.close(null)
-    os.environ.clear()
-    os.environ.update(env)
     argv = request.get("exec")
     if argv:
         try:
@@ -221,8 +219,47 @@ def _become(request, log_fd, env_fd):
         except OSError as exc:
             os.write(2, ("lamina: cannot exec %s: %s\n" % (argv[0], exc)).encode())
             os._exit(127)
+    _set_environ(env)
     sys.argv[1:] = []  # the bootstrap would read a handler from argv; ours is the fd
     bootstrap.main()
+
+
+_ENVIRON = ctypes.c_void_p.in_dll(_libc, "environ")  # libc's `char **environ`
+_ENV_BLOCK = [None]  # the instance's environ array: it must live as long as the process
+# Array types made here, once: making a ctypes type in the instance costs more than the rest.
+_ENV_ARRAYS = [ctypes.c_char_p * size for size in (64, 256, 1024)]
+_FS_ENCODING = sys.getfilesystemencoding()
+
+
+def _set_environ(env):
+    """Make `env` the process's whole environment, for C (getenv, what a child execs with) and
+    for os.environ alike.
+
+    os.environ.clear() + update() cost ~0.55 ms and ~75 page faults in an instance: a setenv()
+    per variable, each copying and reallocating inside the heap inherited from the zygote. One
+    NULL-terminated array handed to libc and one dict for os.environ do the same for less;
+    libc's setenv/unsetenv work on such an array afterwards (it copies it before growing it).
+    Anything os.environ would refuse (a NUL, a name with "=") goes the ordinary way and is
+    refused the same way."""
+    try:
+        pairs = {
+            k.encode(_FS_ENCODING, "surrogateescape"): v.encode(_FS_ENCODING, "surrogateescape")
+            for k, v in env.items()
+        }
+    except (AttributeError, UnicodeError):  # not strings: os.environ says what is wrong
+        pairs = {}
+    if not pairs or any(b"=" in k or b"\0" in k or b"\0" in v or not k for k, v in pairs.items()):
+        os.environ.clear()
+        os.environ.update(env)
+        return
+    size = len(pairs) + 1  # and the NULL that ends it
+    kind = next((t for t in _ENV_ARRAYS if t._length_ >= size), None) or ctypes.c_char_p * size
+    block = kind(*[k + b"=" + v for k, v in pairs.items()])  # the rest of it stays NULL
+    _ENV_BLOCK[0] = block  # keeps the array and its strings alive
+    _ENVIRON.value = ctypes.addressof(block)
+    data = os.environ._data  # what os.environ (and os.environb) map, encoded
+    data.clear()
+    data.update(pairs)
 
 
 def _instance(request, log_fd, env_fd):
@@ -340,11 +377,12 @@ def _reap(sock):
         _send_raw(sock, b'{"op": "exit", "pid": %d, "status": %d}' % (pid, code))
 
 
-# Python 3.12+ on 64-bit (PEP 683): an object whose refcount's low 32 bits are all ones is
-# immortal, and Py_INCREF/Py_DECREF leave it alone instead of writing to it.
+# Python 3.12 and 3.13 on 64-bit (PEP 683): an object whose refcount's low 32 bits are all
+# ones is immortal, and Py_INCREF/Py_DECREF leave it alone instead of writing to it. Later
+# versions change the header's layout again; they are left alone until verified.
 _IMMORTAL = 0xFFFFFFFF
 _CAN_IMMORTALIZE = (
-    sys.version_info >= (3, 12)
+    (3, 12) <= sys.version_info[:2] <= (3, 13)
     and sys.maxsize > 2**32
     and sys.byteorder == "little"
     and "t" not in sys.abiflags  # a free-threaded build counts references differently
@@ -352,7 +390,7 @@ _CAN_IMMORTALIZE = (
 
 
 def _immortalize(objects, through_immortal=False):
-    """Make `objects`, and everything they reach, immortal (Python 3.12+; a no-op before).
+    """Make `objects`, and everything they reach, immortal (Python 3.12, 3.13; else a no-op).
 
     After a fork every page the instance writes is a private copy, and most such writes in an
     instance are reference counts: a function called, a constant loaded, a module global read
