@@ -1,12 +1,12 @@
 """Confine a freshly forked instance: namespaces, a minimal read-only root, no privileges, seccomp.
 
-A zygote forks one child per instance; the child calls, in this order:
+An instance first gets its own mount, PID, IPC and UTS namespaces (a zygote's instance as
+zygote_main.py lays out; `enter_namespaces()` does it in one call, e.g. for the unit tests),
+then, in the process that will run the function:
 
-1. `enter_namespaces()`: unshare mount, PID, IPC and UTS namespaces and fork again (a new PID
-   namespace only applies to children): 0 in the grandchild (PID 1 of the new namespace), the
-   grandchild's pid in the intermediate process, which should `os._exit(0)`.
-2. `confine(spec)` in the grandchild: `build_root` → `set_hostname` → `drop_privileges` →
-   `load_seccomp`:
+1. `enter_namespaces()` (if it has no namespaces yet): unshare, then fork into the new PID
+   namespace: 0 in the child, its pid in the caller, which should `os._exit(0)`.
+2. `confine(spec)`: `build_root` → `set_hostname` → `drop_privileges` → `load_seccomp`:
 
    - `build_root(spec)` gives it a read-only root (system directories, a minimal `/etc`, the
      code at `/var/task`, `/opt`, a size-limited tmpfs `/tmp`, a fresh `/proc`, a minimal
