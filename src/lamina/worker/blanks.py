@@ -194,6 +194,9 @@ class BlankPool:
                 request["ro_binds"] = self._ro_binds[interpreter]
             zygote = host.zygotes.get(interpreter)
             pid = await zygote.spawn(request, [theirs.fileno()])
+            # Watched at once: should the zygote die before the blank is ready, this resolves
+            # and the blank is discarded, never handed a function nobody could see end.
+            exited = zygote.watch(pid)
             theirs.close()
             ours.setblocking(False)
             # The zygote answers once it has forked; the blank says "r" once it is in its
@@ -214,7 +217,7 @@ class BlankPool:
         finally:
             theirs.close()
         self.made += 1
-        return Blank(name, pid, uid, cg, ns, listener, ours, zygote.watch(pid))
+        return Blank(name, pid, uid, cg, ns, listener, ours, exited)
 
     def _discard_later(self, blank: Blank) -> None:
         task = asyncio.get_running_loop().create_task(self._discard(blank))

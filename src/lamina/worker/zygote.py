@@ -110,9 +110,15 @@ class Zygote:
         return pid
 
     def watch(self, pid: int) -> asyncio.Future[int]:
+        """Resolves with how `pid` (a process this zygote forked) ended; at once with -9 if
+        the zygote is gone, as `_died` resolves those it knew of (nothing would report it)."""
         fut = self._exits.get(pid)
         if fut is None:
-            fut = self._exits[pid] = asyncio.get_running_loop().create_future()
+            fut = asyncio.get_running_loop().create_future()
+            if self._sock is None:
+                fut.set_result(-9)
+            else:
+                self._exits[pid] = fut
         return fut
 
     def _on_readable(self) -> None:
