@@ -328,8 +328,7 @@ def _spawn(sock, request, fds):
         if not blank:
             request["prepared"] = confine.prepare(request["spec"])  # checked before forking
         elif request.get("ro_binds") and confine.plan_ro_binds(request["ro_binds"]):
-            _immortalize(gc.get_objects())  # the plan is shared by every blank from now on
-            gc.freeze()
+            _settle()  # the plan is shared by every blank from now on
         _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
         pid = os.fork()
     except Exception as exc:
@@ -361,8 +360,7 @@ def _build_template(binds):
     except Exception as exc:  # logged; instances still confine themselves fully
         with contextlib.suppress(OSError):
             os.write(2, ("lamina: zygote root template failed: %s\n" % (exc,)).encode())
-    _immortalize(gc.get_objects())
-    gc.freeze()
+    _settle()
 
 
 def _reap(sock):
@@ -428,6 +426,14 @@ def _immortalize(objects, through_immortal=False):
     return made
 
 
+def _settle(through_immortal=False):
+    """What the zygote holds now is shared by every instance forked from here on: immortal
+    (3.12, 3.13) and frozen, out of the collector's reach. Returns `_immortalize`'s count."""
+    made = _immortalize(gc.get_objects(), through_immortal)
+    gc.freeze()
+    return made
+
+
 _PIDNS = [-1]  # an fd for the zygote's own PID namespace
 _TEMPLATE_TRIED = [False]
 _PARENT = [0]  # lamina's pid
@@ -472,8 +478,7 @@ def main():
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _prepare_runtime()
     gc.collect()
-    immortal = _immortalize(gc.get_objects(), through_immortal=True)
-    gc.freeze()  # instances share the zygote's heap copy-on-write
+    immortal = _settle(through_immortal=True)
     _send(sock, {"op": "ready", "python": list(sys.version_info[:3]), "immortal": immortal})
     poller = select.poll()  # one object for the zygote's life (select() makes lists per call)
     poller.register(sock, select.POLLIN)
